@@ -1,0 +1,101 @@
+// The one error type of isola and the registry of its stable codes.
+// Every failure that crosses a module boundary is an IsolaError; unknown throws are normalised
+// with `toIsolaError` at the edges (CLI, HTTP). The mapping to CLI exit codes (and later HTTP
+// status) lives here and only here. docs/errors.md lists the same codes; a test keeps them in step.
+
+export const ERROR_CODES = {
+  E_INVALID_SPEC: { exit: 2, http: 400, doc: 'A sandbox spec or config failed validation.' },
+  E_INVALID_ARGUMENT: { exit: 2, http: 400, doc: 'A command-line argument or API input is invalid.' },
+  E_ASSETS_MISSING: {
+    exit: 3,
+    http: 500,
+    doc: 'Guest assets (kernel, initramfs, guest image) are not built or a file is missing.',
+  },
+  E_ASSETS_BUILD: { exit: 3, http: 500, doc: 'Building the guest assets failed.' },
+  E_QEMU_NOT_FOUND: { exit: 3, http: 500, doc: 'The QEMU binary is not installed.' },
+  E_QEMU_SPAWN: { exit: 4, http: 500, doc: 'The QEMU process could not be started.' },
+  E_QEMU_EXITED: { exit: 4, http: 500, doc: 'The QEMU process exited unexpectedly.' },
+  E_QMP: { exit: 4, http: 500, doc: 'A QMP command failed or the QMP channel broke.' },
+  E_SANDBOX_BOOT_TIMEOUT: {
+    exit: 4,
+    http: 504,
+    doc: 'The guest did not reach the agent in time, after all watchdog retries.',
+  },
+  E_SANDBOX_INVALID_STATE: {
+    exit: 4,
+    http: 409,
+    doc: 'The operation is not legal in the sandbox lifecycle state.',
+  },
+  E_SANDBOX_NOT_FOUND: { exit: 4, http: 404, doc: 'No sandbox with that id.' },
+  E_CGROUP: { exit: 4, http: 500, doc: 'Creating or configuring the sandbox cgroup failed.' },
+  E_AGENT_DISCONNECTED: {
+    exit: 4,
+    http: 502,
+    doc: 'The guest agent channel closed while a request was pending.',
+  },
+  E_AGENT_TIMEOUT: { exit: 4, http: 504, doc: 'The guest agent did not answer in time.' },
+  E_AGENT_PROTOCOL: {
+    exit: 4,
+    http: 502,
+    doc: 'A frame violated the host/guest protocol (bad magic, size, JSON or shape).',
+  },
+  E_AGENT_VERSION: {
+    exit: 4,
+    http: 502,
+    doc: 'The guest agent speaks a protocol version the host does not.',
+  },
+  E_FRAME_TOO_LARGE: { exit: 4, http: 413, doc: 'A protocol frame exceeds the maximum size.' },
+  E_UNKNOWN_OP: { exit: 4, http: 400, doc: 'The agent does not know the requested operation.' },
+  E_EXEC_FAILED: {
+    exit: 126,
+    http: 400,
+    doc: 'The process could not be started in the guest (no such file, permission).',
+  },
+  E_EXEC_NOT_FOUND: { exit: 4, http: 404, doc: 'No process with that exec id in the guest.' },
+  E_GUEST_IO: { exit: 4, http: 500, doc: 'A file operation inside the guest failed.' },
+  E_ACCEL_PROBE: { exit: 4, http: 500, doc: 'The accelerator probe could not run.' },
+  E_INTERNAL: { exit: 70, http: 500, doc: 'An unexpected internal error (a bug).' },
+} as const satisfies Record<string, { exit: number; http: number; doc: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class IsolaError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'IsolaError';
+    this.code = code;
+    this.details = opts.details;
+  }
+
+  get exitCode(): number {
+    return ERROR_CODES[this.code].exit;
+  }
+
+  get httpStatus(): number {
+    return ERROR_CODES[this.code].http;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isErrorCode(s: unknown): s is ErrorCode {
+  return typeof s === 'string' && Object.hasOwn(ERROR_CODES, s);
+}
+
+/** Normalise anything thrown into an IsolaError (unknown throws become E_INTERNAL). */
+export function toIsolaError(err: unknown): IsolaError {
+  if (err instanceof IsolaError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new IsolaError('E_INTERNAL', message, { cause: err });
+}

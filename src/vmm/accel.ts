@@ -1,0 +1,129 @@
+// Accelerator choice by a real, time-bounded boot probe: KVM only where a guest really boots
+// under it, else TCG. The presence of /dev/kvm proves nothing (on these hosts KVM_CREATE_VM works
+// but guests crawl or die, ../shared/HOST-NOTES.md). The result is cached per QEMU binary, guest
+// kernel and host kernel, and can be forced with ISOLA_ACCEL=kvm|tcg.
+
+import { execFileSync } from 'node:child_process';
+import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { type GuestAssets, cacheDir, runDir } from '../assets/paths.js';
+import { IsolaError } from '../errors.js';
+import { type Accel, buildQemuArgs } from './qemu-args.js';
+import { QEMU_BINARY, QemuProcess } from './qemu-process.js';
+import { ACCEL_PROBE_TIMEOUT_MS } from './timeouts.js';
+
+export interface AccelDecision {
+  accel: Accel;
+  reason: string;
+  source: 'override' | 'probe' | 'cache';
+  probedAt?: string;
+  probeMs?: number;
+}
+
+export function qemuVersion(): string {
+  try {
+    const out = execFileSync(QEMU_BINARY, ['--version'], { encoding: 'utf8' });
+    return /version\s+(\S+)/.exec(out)?.[1] ?? out.split('\n')[0] ?? 'unknown';
+  } catch (err) {
+    throw new IsolaError('E_QEMU_NOT_FOUND', `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`, {
+      cause: err,
+    });
+  }
+}
+
+export function kvmUsable(): { ok: boolean; reason: string } {
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+    return { ok: true, reason: '/dev/kvm is present and accessible' };
+  } catch (err) {
+    return { ok: false, reason: `/dev/kvm not usable: ${(err as NodeJS.ErrnoException).code ?? 'error'}` };
+  }
+}
+
+function cacheFile(): string {
+  return path.join(cacheDir(), 'accel-probe.json');
+}
+
+function cacheKey(assets: GuestAssets): string {
+  return [QEMU_BINARY, qemuVersion(), assets.files.kernel.sha256, os.release()].join('|');
+}
+
+/** Boot the probe guest under KVM; true when it reaches init within the time bound. */
+export async function probeKvm(assets: GuestAssets): Promise<{ ok: boolean; detail: string; ms: number }> {
+  const dir = path.join(runDir(), `probe-${process.pid}-${Date.now()}`);
+  mkdirSync(dir, { recursive: true });
+  const t0 = performance.now();
+  let proc: QemuProcess | null = null;
+  try {
+    const args = buildQemuArgs({
+      id: `probe-${process.pid}`,
+      accel: 'kvm',
+      vcpus: 1,
+      memoryMiB: 128,
+      kernel: assets.kernel,
+      initrd: assets.initrd,
+      rootfs: assets.rootfs,
+      drives: [],
+      hostname: 'probe',
+      qmpSocket: path.join(dir, 'qmp.sock'),
+      agentSocket: path.join(dir, 'agent.sock'),
+      paused: false,
+      tcgTbSizeMiB: 32,
+      probe: true,
+    });
+    proc = await QemuProcess.spawn(args, { cgroupProcs: [] });
+    try {
+      await proc.waitConsole(/ISOLA_PROBE_OK/, ACCEL_PROBE_TIMEOUT_MS);
+      return { ok: true, detail: 'probe guest booted under KVM', ms: performance.now() - t0 };
+    } catch (err) {
+      const ms = performance.now() - t0;
+      if (!proc.running) {
+        return { ok: false, detail: `QEMU with KVM failed: ${proc.stderr.slice(-3).join(' | ') || 'exited'}`, ms };
+      }
+      return {
+        ok: false,
+        detail: `probe guest did not reach init under KVM within ${ACCEL_PROBE_TIMEOUT_MS} ms (${(err as Error).message})`,
+        ms,
+      };
+    }
+  } finally {
+    await proc?.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Decide the accelerator: override, else cached probe, else probe now (and cache). */
+export async function chooseAccel(assets: GuestAssets, opts: { override?: string; reprobe?: boolean } = {}): Promise<AccelDecision> {
+  const override = opts.override && opts.override !== 'auto' ? opts.override : process.env.ISOLA_ACCEL;
+  if (override && override !== 'auto') {
+    if (override !== 'kvm' && override !== 'tcg') {
+      throw new IsolaError('E_INVALID_ARGUMENT', `ISOLA_ACCEL must be kvm, tcg or auto, not ${override}`);
+    }
+    return { accel: override, reason: `forced by configuration (${override})`, source: 'override' };
+  }
+  const key = cacheKey(assets);
+  if (!opts.reprobe) {
+    try {
+      const cached = JSON.parse(readFileSync(cacheFile(), 'utf8')) as AccelDecision & { key: string };
+      if (cached.key === key) return { accel: cached.accel, reason: cached.reason, source: 'cache', probedAt: cached.probedAt, probeMs: cached.probeMs };
+    } catch {
+      // no cache yet
+    }
+  }
+  const kvm = kvmUsable();
+  let decision: AccelDecision;
+  if (!kvm.ok) {
+    decision = { accel: 'tcg', reason: `${kvm.reason}; using TCG`, source: 'probe', probedAt: new Date().toISOString(), probeMs: 0 };
+  } else {
+    const r = await probeKvm(assets);
+    decision = r.ok
+      ? { accel: 'kvm', reason: `${r.detail} in ${Math.round(r.ms)} ms`, source: 'probe', probedAt: new Date().toISOString(), probeMs: r.ms }
+      : { accel: 'tcg', reason: `${kvm.reason}, but ${r.detail}; using TCG`, source: 'probe', probedAt: new Date().toISOString(), probeMs: r.ms };
+  }
+  mkdirSync(cacheDir(), { recursive: true });
+  const tmp = `${cacheFile()}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify({ ...decision, key }));
+  renameSync(tmp, cacheFile());
+  return decision;
+}

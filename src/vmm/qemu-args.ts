@@ -1,0 +1,124 @@
+// The QEMU command line as pure data: a VM description in, argv out. Unit-tested without QEMU
+// (qemu-args.test.ts). Machine type `microvm`: no PCI, no firmware, virtio-mmio devices found by
+// the guest through ACPI, direct kernel boot. The legacy PIT/PIC/RTC are on because without them
+// a TCG guest hangs about half the time calibrating its TSC (../shared/HOST-NOTES.md).
+
+import { AGENT_PORT_NAME } from '../protocol/messages.js';
+
+export type Accel = 'kvm' | 'tcg';
+
+export interface DriveSpec {
+  id: string;
+  path: string;
+  readonly: boolean;
+  format?: 'raw' | 'qcow2';
+}
+
+export interface VmDescription {
+  /** Sandbox id; appears in `-name` so the reaper can recognise the process. */
+  id: string;
+  accel: Accel;
+  vcpus: number;
+  memoryMiB: number;
+  kernel: string;
+  initrd: string;
+  /** The guest image, attached first so the guest sees it as /dev/vda. */
+  rootfs: string;
+  drives: DriveSpec[];
+  hostname: string;
+  qmpSocket: string;
+  agentSocket: string;
+  /** Start with the CPUs stopped (`-S`) so the host can connect before the guest runs. */
+  paused: boolean;
+  /** TCG translation-cache size in MiB; bounds host memory per sandbox under TCG. */
+  tcgTbSizeMiB: number;
+  /** Boot probe: the initramfs prints a marker and powers off without mounting anything. */
+  probe?: boolean;
+  /** Extra kernel command-line words (validated by the caller). */
+  kernelArgs?: string[];
+}
+
+
+export function kernelCmdline(vm: VmDescription): string {
+  const words = [
+    'console=ttyS0',
+    // Quiet console: every byte on the emulated UART costs time under TCG.
+    'quiet',
+    'loglevel=3',
+    // Triple-fault reboot + QEMU -no-reboot: a guest reboot or panic ends the QEMU process.
+    'reboot=t',
+    'panic=-1',
+    'pci=off',
+    'nomodeset',
+    'i8042.noaux',
+    'i8042.nopnp',
+    'i8042.dumbkbd',
+    '8250.nr_uarts=1',
+    'random.trust_cpu=on',
+    `isola.hostname=${vm.hostname}`,
+  ];
+  if (vm.accel === 'tcg') {
+    // Spectre/Meltdown mitigations protect guest processes from each other inside one sandbox
+    // (which holds one tenant's workload); under TCG they only cost time. Kept on under KVM.
+    words.push('mitigations=off');
+  }
+  if (vm.probe) words.push('isola.probe=1');
+  if (vm.kernelArgs) words.push(...vm.kernelArgs);
+  return words.join(' ');
+}
+
+export function buildQemuArgs(vm: VmDescription): string[] {
+  const args: string[] = [
+    '-name',
+    `isola-${vm.id}`,
+    '-M',
+    'microvm,pit=on,pic=on,rtc=on,isa-serial=on',
+    ...(vm.accel === 'kvm'
+      ? ['-accel', 'kvm', '-cpu', 'host']
+      : ['-accel', `tcg,tb-size=${vm.tcgTbSizeMiB}`, '-cpu', 'max']),
+    '-m',
+    `${vm.memoryMiB}M`,
+    '-smp',
+    String(vm.vcpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-serial',
+    'stdio',
+    '-kernel',
+    vm.kernel,
+    '-initrd',
+    vm.initrd,
+    '-append',
+    kernelCmdline(vm),
+    '-qmp',
+    `unix:${vm.qmpSocket},server=on,wait=off`,
+  ];
+  if (!vm.probe) {
+    const drives: DriveSpec[] = [{ id: 'rootfs', path: vm.rootfs, readonly: true, format: 'raw' }, ...vm.drives];
+    for (const d of drives) {
+      const opts = [`id=${d.id}`, `file=${escapeOpt(d.path)}`, `format=${d.format ?? 'raw'}`, 'if=none', 'cache=unsafe'];
+      if (d.readonly) opts.push('readonly=on');
+      args.push('-drive', opts.join(','), '-device', `virtio-blk-device,drive=${d.id}`);
+    }
+    args.push(
+      '-device',
+      'virtio-serial-device,max_ports=2',
+      '-chardev',
+      `socket,id=agent,path=${escapeOpt(vm.agentSocket)},server=on,wait=off`,
+      '-device',
+      `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+      '-device',
+      'virtio-rng-device',
+    );
+  }
+  if (vm.paused) args.push('-S');
+  return args;
+}
+
+/** QEMU option values escape a comma by doubling it. */
+export function escapeOpt(s: string): string {
+  return s.replaceAll(',', ',,');
+}
