@@ -40,6 +40,13 @@ if (files.length === 0) {
   process.exit(1);
 }
 
+// Integration tests use their own run dir and cgroup parent, so the final leak check can tell
+// the suite's leftovers from anything else on the machine.
+const env = {
+  ...process.env,
+  ISOLA_RUN_DIR: process.env.ISOLA_RUN_DIR ?? path.join(os.tmpdir(), 'isola-test-run'),
+  ISOLA_CGROUP_PARENT: process.env.ISOLA_CGROUP_PARENT ?? 'isola-test',
+};
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'isola-test-report-'));
 const tap = path.join(tmp, 'report.tap');
 const r = spawnSync(
@@ -53,7 +60,7 @@ const r = spawnSync(
     `--test-reporter-destination=${tap}`,
     ...files,
   ],
-  { stdio: 'inherit', cwd: root },
+  { stdio: 'inherit', cwd: root, env },
 );
 let pass = 0;
 let fail = 0;

@@ -3,7 +3,7 @@
 // the host-side fuzz tests, which run this same program as a child process).
 
 import { execFileSync } from 'node:child_process';
-import { createReadStream, createWriteStream, openSync, readFileSync, readdirSync } from 'node:fs';
+import { createWriteStream, openSync, read, readFileSync, readdirSync } from 'node:fs';
 import { AGENT_PORT_NAME } from '../protocol/messages.js';
 import { Agent } from './agent.js';
 
@@ -17,16 +17,42 @@ function findPort(): string {
   throw new Error(`no virtio-serial port named ${AGENT_PORT_NAME}`);
 }
 
+/** Read buffer for the port; frames larger than this arrive in several reads. */
+const READ_CHUNK = 256 * 1024;
+/**
+ * While no host is connected, a read of the port returns 0 at once (EOF) instead of blocking, so
+ * the reader polls with a short, growing delay until a host (re)connects: the agent must outlive
+ * its host-side client (host process restarts, reaper, snapshot restore).
+ */
+const RECONNECT_POLL_MIN_MS = 2;
+const RECONNECT_POLL_MAX_MS = 100;
+
+function readPort(fd: number, onData: (b: Buffer) => void): void {
+  let delay = RECONNECT_POLL_MIN_MS;
+  const loop = () => {
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    read(fd, buf, 0, buf.length, null, (err, n) => {
+      if (err || n === 0) {
+        setTimeout(loop, delay);
+        delay = Math.min(delay * 2, RECONNECT_POLL_MAX_MS);
+        return;
+      }
+      delay = RECONNECT_POLL_MIN_MS;
+      onData(buf.subarray(0, n));
+      loop();
+    });
+  };
+  loop();
+}
+
 function main(): void {
   const stdio = process.argv.includes('--stdio');
-  let input: NodeJS.ReadableStream;
   let output: NodeJS.WritableStream;
+  let fd = -1;
   if (stdio) {
-    input = process.stdin;
     output = process.stdout;
   } else {
-    const fd = openSync(findPort(), 'r+');
-    input = createReadStream('', { fd, autoClose: false, highWaterMark: 256 * 1024 });
+    fd = openSync(findPort(), 'r+');
     output = createWriteStream('', { fd, autoClose: false });
   }
   const agent = new Agent({
@@ -42,13 +68,15 @@ function main(): void {
       }
     },
   });
-  input.on('data', (chunk) => agent.onData(chunk as Buffer));
-  input.on('end', () => {
-    if (stdio) {
+  if (stdio) {
+    process.stdin.on('data', (chunk) => agent.onData(chunk as Buffer));
+    process.stdin.on('end', () => {
       agent.killAll();
       process.exit(0);
-    }
-  });
+    });
+  } else {
+    readPort(fd, (chunk) => agent.onData(chunk));
+  }
   agent.sendReady();
 }
 

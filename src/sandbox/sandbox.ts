@@ -64,7 +64,7 @@ export interface Sandbox {
   start(): Promise<void>;
   exec(req: ExecRequest, io?: ExecIo): Promise<SandboxProcess>;
   /** exec + collect output + wait: the common case. */
-  run(argv: string[], opts?: Omit<ExecRequest, 'argv' | 'stdin'> & { input?: string }): Promise<RunResult>;
+  run(argv: string[], opts?: Omit<ExecRequest, 'argv' | 'stdin'> & { input?: string | Buffer }): Promise<RunResult>;
   info(): Promise<GuestInfo>;
   readFile(path: string): Promise<Buffer>;
   writeFile(path: string, data: Buffer | string, mode?: number): Promise<void>;

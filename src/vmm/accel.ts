@@ -68,12 +68,14 @@ export async function probeKvm(assets: GuestAssets): Promise<{ ok: boolean; deta
       hostname: 'probe',
       qmpSocket: path.join(dir, 'qmp.sock'),
       agentSocket: path.join(dir, 'agent.sock'),
+      consoleSocket: path.join(dir, 'console.sock'),
       paused: false,
       tcgTbSizeMiB: 32,
       probe: true,
     });
     proc = await QemuProcess.spawn(args, { cgroupProcs: [] });
     try {
+      await Promise.race([proc.attachConsole(path.join(dir, 'console.sock'), ACCEL_PROBE_TIMEOUT_MS), proc.exited]);
       await proc.waitConsole(/ISOLA_PROBE_OK/, ACCEL_PROBE_TIMEOUT_MS);
       return { ok: true, detail: 'probe guest booted under KVM', ms: performance.now() - t0 };
     } catch (err) {

@@ -28,6 +28,11 @@ export interface VmDescription {
   hostname: string;
   qmpSocket: string;
   agentSocket: string;
+  /**
+   * The guest console (UART) as a unix socket the host reads. Not stdio: QEMU exits when its
+   * stdio breaks, and a VM must survive its owner's crash until the reaper decides.
+   */
+  consoleSocket: string;
   /** Start with the CPUs stopped (`-S`) so the host can connect before the guest runs. */
   paused: boolean;
   /** TCG translation-cache size in MiB; bounds host memory per sandbox under TCG. */
@@ -85,8 +90,10 @@ export function buildQemuArgs(vm: VmDescription): string[] {
     '-display',
     'none',
     '-no-reboot',
+    '-chardev',
+    `socket,id=console,path=${escapeOpt(vm.consoleSocket)},server=on,wait=off`,
     '-serial',
-    'stdio',
+    'chardev:console',
     '-kernel',
     vm.kernel,
     '-initrd',

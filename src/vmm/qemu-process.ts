@@ -1,11 +1,13 @@
 // Supervision of one QEMU process: spawn it inside its cgroups, with a parent-death signal so it
-// cannot outlive a crashed host process, capture the guest console (the emulated UART on stdout)
-// line by line, and report its exit. Teardown is idempotent.
+// cannot outlive a crashed host process, follow the guest console (the emulated UART, on a unix
+// socket) line by line, and report its exit. Teardown is idempotent.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { IsolaError } from '../errors.js';
+import { connectUnix } from './qmp.js';
 
 export const QEMU_BINARY = process.env.ISOLA_QEMU ?? 'qemu-system-x86_64';
 /** Console lines kept for diagnostics (boot failures quote the tail). */
@@ -16,10 +18,14 @@ const LAUNCHER_CGROUP_FAILED = 97;
 /**
  * The launcher runs before QEMU: it moves itself into the cgroups (so QEMU starts confined), then
  * execs QEMU through setpriv so that QEMU gets SIGKILL when its parent (this process) dies.
+ * ISOLA_PDEATHSIG=0 turns the latter off (the reaper test uses it to show the reaper alone
+ * suffices).
  */
 const LAUNCHER = [
+  // QEMU must outlive a broken console pipe (the reaper, not SIGPIPE, decides its fate).
+  "trap '' PIPE",
   'for f in $ISOLA_CGROUP_PROCS; do echo $$ > "$f" || exit ' + LAUNCHER_CGROUP_FAILED + '; done',
-  'if command -v setpriv >/dev/null 2>&1; then exec setpriv --pdeathsig SIGKILL -- "$@"; fi',
+  'if [ "${ISOLA_PDEATHSIG:-1}" != 0 ] && command -v setpriv >/dev/null 2>&1; then exec setpriv --pdeathsig SIGKILL -- "$@"; fi',
   'exec "$@"',
 ].join('\n');
 
@@ -47,11 +53,6 @@ export class QemuProcess extends EventEmitter {
         this.emit('exit', this.exitInfo);
       });
     });
-    lineReader(child.stdout!, (line) => {
-      this.console.push(line);
-      if (this.console.length > CONSOLE_LINES_KEPT) this.console.shift();
-      this.emit('console', line);
-    });
     lineReader(child.stderr!, (line) => {
       this.stderr.push(line);
       if (this.stderr.length > CONSOLE_LINES_KEPT) this.stderr.shift();
@@ -60,8 +61,7 @@ export class QemuProcess extends EventEmitter {
 
   static async spawn(args: string[], opts: { cgroupProcs: string[] }): Promise<QemuProcess> {
     const child = spawn('/bin/sh', ['-c', LAUNCHER, 'isola-launch', QEMU_BINARY, ...args], {
-      // stdin stays an open pipe: QEMU's stdio serial backend treats EOF on stdin as a hang-up.
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, ISOLA_CGROUP_PROCS: opts.cgroupProcs.join(' ') },
     });
     await new Promise<void>((resolve, reject) => {
@@ -73,6 +73,20 @@ export class QemuProcess extends EventEmitter {
     const proc = new QemuProcess(child);
     return proc;
   }
+
+  /** Connect to the console socket and follow the guest console line by line. */
+  async attachConsole(socketPath: string, timeoutMs: number): Promise<void> {
+    const sock = await connectUnix(socketPath, timeoutMs);
+    this.consoleSocket = sock;
+    sock.on('error', () => {});
+    lineReader(sock, (line) => {
+      this.console.push(line);
+      if (this.console.length > CONSOLE_LINES_KEPT) this.console.shift();
+      this.emit('console', line);
+    });
+  }
+
+  private consoleSocket: Socket | null = null;
 
   get running(): boolean {
     return this.exitInfo === null;
@@ -116,6 +130,7 @@ export class QemuProcess extends EventEmitter {
   async kill(): Promise<void> {
     if (this.running) this.child.kill('SIGKILL');
     await this.exited;
+    this.consoleSocket?.destroy();
   }
 }
 
@@ -148,9 +163,17 @@ export function processStartTime(pid: number): number | null {
   }
 }
 
-/** True when `pid` runs and is the same process that started at `startTime`. */
+/** True when `pid` runs (not a zombie) and is the same process that started at `startTime`. */
 export function sameProcessAlive(pid: number, startTime: number | null): boolean {
   if (!existsSync(`/proc/${pid}`)) return false;
+  let state = '';
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '';
+  } catch {
+    return false;
+  }
+  if (state === 'Z' || state === 'X') return false;
   const now = processStartTime(pid);
   return now !== null && (startTime === null || now === startTime);
 }

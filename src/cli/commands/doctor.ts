@@ -5,7 +5,6 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { type GuestAssets, loadAssets, runDir } from '../../assets/paths.js';
 import { toIsolaError } from '../../errors.js';
 import { reap } from '../../sandbox/reaper.js';
@@ -13,7 +12,7 @@ import { readOwnerRecord, sandboxesDir } from '../../sandbox/run-record.js';
 import { chooseAccel, kvmUsable, qemuVersion } from '../../vmm/accel.js';
 import { cgroupMode, sandboxCgroupPaths } from '../../vmm/cgroup.js';
 import { QEMU_BINARY } from '../../vmm/qemu-process.js';
-import { printJson, reportError } from '../output.js';
+import { parseCli, printJson, reportError } from '../output.js';
 
 type Status = 'ok' | 'warn' | 'fail';
 interface Check {
@@ -124,7 +123,7 @@ function checkRunDir(): Check {
 }
 
 export async function doctor(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCli({
     args: argv,
     options: {
       json: { type: 'boolean', default: false },

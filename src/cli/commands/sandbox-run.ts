@@ -3,15 +3,14 @@
 // code (128+N when a signal ended it, as shells do) and always destroys the VM.
 // Example: isola sandbox run --memory 512 -- sh -c 'uname -r; cat /proc/meminfo | head -1'
 import os from 'node:os';
-import { parseArgs } from 'node:util';
 import type { Signal } from '../../protocol/messages.js';
 import { MicroVmDriver } from '../../sandbox/drivers/microvm.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
-import { ms, reportError, usageError } from '../output.js';
+import { ms, parseCli, reportError, usageError } from '../output.js';
 
 export async function sandboxRun(argv: string[]): Promise<number> {
   const dd = argv.indexOf('--');
-  const { values } = parseArgs({
+  const { values } = parseCli({
     args: dd >= 0 ? argv.slice(0, dd) : argv,
     options: {
       memory: { type: 'string' },

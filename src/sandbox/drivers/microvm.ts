@@ -120,8 +120,10 @@ class MicroVmSandbox implements Sandbox {
     writeOwnerRecord(this.dir, this.record);
     const timeout = this.spec.timeouts.bootMs ?? bootTimeoutMs(this.accel);
     let lastErr: IsolaError | null = null;
+    let attempts = 0;
     for (let attempt = 0; attempt <= this.spec.bootRetries; attempt++) {
       if (this._state !== 'starting') break; // destroyed while booting
+      attempts++;
       try {
         const timings = await this.bootOnce(timeout);
         this._boot = { accel: this.accel, retries: attempt, ...timings };
@@ -135,17 +137,37 @@ class MicroVmSandbox implements Sandbox {
     }
     if (this._state === 'starting') this.move('bootFailed');
     await this.releaseResources();
-    throw lastErr ?? new IsolaError('E_SANDBOX_INVALID_STATE', 'sandbox destroyed while starting');
+    if (!lastErr) throw new IsolaError('E_SANDBOX_INVALID_STATE', 'sandbox destroyed while starting');
+    throw new IsolaError(lastErr.code, `${lastErr.message} (${attempts} boot attempt${attempts > 1 ? 's' : ''})`, {
+      cause: lastErr,
+      details: { ...lastErr.details, attempts },
+    });
   }
 
+  /** One boot attempt under the watchdog: any failure after the deadline is a boot timeout. */
   private async bootOnce(timeoutMs: number): Promise<Omit<BootReport, 'accel' | 'retries'>> {
     const t0 = performance.now();
     const deadline = t0 + timeoutMs;
+    try {
+      return await this.bootSteps(t0, deadline);
+    } catch (err) {
+      const e = toIsolaError(err);
+      if (performance.now() >= deadline - 1 && e.code !== 'E_QEMU_EXITED') {
+        throw new IsolaError('E_SANDBOX_BOOT_TIMEOUT', `guest did not reach the agent within ${timeoutMs} ms`, {
+          cause: err,
+          details: { consoleTail: this.current?.qemu.console.slice(-20) ?? [] },
+        });
+      }
+      throw e;
+    }
+  }
+
+  private async bootSteps(t0: number, deadline: number): Promise<Omit<BootReport, 'accel' | 'retries'>> {
     const left = () => Math.max(1, deadline - performance.now());
     const qmpSocket = path.join(this.dir, 'qmp.sock');
     const agentSocket = path.join(this.dir, 'agent.sock');
-    rmSync(qmpSocket, { force: true });
-    rmSync(agentSocket, { force: true });
+    const consoleSocket = path.join(this.dir, 'console.sock');
+    for (const s of [qmpSocket, agentSocket, consoleSocket]) rmSync(s, { force: true });
     const overhead = this.spec.overheadMiB ?? DEFAULT_OVERHEAD_MIB;
     const cg = createSandboxCgroups(this.id, {
       memoryBytes: (this.spec.memoryMiB + overhead) * 1024 * 1024,
@@ -164,6 +186,7 @@ class MicroVmSandbox implements Sandbox {
       hostname: this.spec.hostname ?? this.id,
       qmpSocket,
       agentSocket,
+      consoleSocket,
       paused: true,
       tcgTbSizeMiB: TCG_TB_SIZE_MIB,
     });
@@ -182,6 +205,7 @@ class MicroVmSandbox implements Sandbox {
 
     attempt.qmp = await race(QmpClient.connect(qmpSocket, Math.min(QMP_CONNECT_TIMEOUT_MS, left())));
     const tQmp = performance.now();
+    await race(qemu.attachConsole(consoleSocket, left()));
     const agentSock = await race(connectUnix(agentSocket, left()));
     const agent = new AgentClient(agentSock);
     attempt.agent = agent;
@@ -193,19 +217,8 @@ class MicroVmSandbox implements Sandbox {
     ready.catch(() => {});
     await race(attempt.qmp.execute('cont'));
     const tCont = performance.now();
-    try {
-      await race(ready);
-      await race(agent.hello(left()));
-    } catch (err) {
-      const e = toIsolaError(err);
-      if (e.code === 'E_AGENT_TIMEOUT') {
-        throw new IsolaError('E_SANDBOX_BOOT_TIMEOUT', `guest did not reach the agent within ${timeoutMs} ms`, {
-          cause: err,
-          details: { consoleTail: qemu.console.slice(-20) },
-        });
-      }
-      throw e;
-    }
+    await race(ready);
+    await race(agent.hello(left()));
     const tReady = performance.now();
     const tInit = (await initSeen) ?? tReady;
     agent.on('close', () => {
@@ -236,7 +249,7 @@ class MicroVmSandbox implements Sandbox {
 
   async run(
     argv: string[],
-    opts: Omit<ExecRequest, 'argv' | 'stdin'> & { input?: string } = {},
+    opts: Omit<ExecRequest, 'argv' | 'stdin'> & { input?: string | Buffer } = {},
   ): Promise<RunResult> {
     const out: Buffer[] = [];
     const err: Buffer[] = [];

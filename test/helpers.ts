@@ -1,0 +1,37 @@
+// Shared pieces of the integration tests: the repo root, the suite's run dir (set by
+// scripts/run-tests.mjs), and a look at what isola processes and cgroups exist right now.
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runDir } from '../src/assets/paths.js';
+import { sandboxesDir } from '../src/sandbox/run-record.js';
+import { findQemuProcesses } from '../src/sandbox/reaper.js';
+import { listSandboxCgroups } from '../src/vmm/cgroup.js';
+
+/** Repository root (this file compiles to dist/test/helpers.js). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const ISOLA_BIN = path.join(ROOT, 'bin/isola');
+
+export function sandboxFolders(): string[] {
+  try {
+    return readdirSync(sandboxesDir(runDir()));
+  } catch {
+    return [];
+  }
+}
+
+export interface Leftovers {
+  qemu: number[];
+  folders: string[];
+  cgroups: string[];
+}
+
+export function leftovers(): Leftovers {
+  return {
+    qemu: findQemuProcesses(runDir()).map((q) => q.pid),
+    folders: sandboxFolders(),
+    cgroups: listSandboxCgroups(),
+  };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
