@@ -11,7 +11,11 @@ import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const args = process.argv.slice(2);
-const only = args.includes('--unit') ? 'unit' : args.includes('--integration') ? 'integration' : 'all';
+const only = args.includes('--unit')
+  ? 'unit'
+  : args.includes('--integration')
+    ? 'integration'
+    : 'all';
 const filters = args.filter((a) => !a.startsWith('--'));
 
 function walk(dir) {
@@ -33,7 +37,8 @@ function walk(dir) {
 const unit = walk(path.join(root, 'dist/src')).sort();
 // Integration files are numbered (test/NN-name.test.ts); the leak check runs last.
 const integration = walk(path.join(root, 'dist/test')).sort();
-let files = only === 'unit' ? unit : only === 'integration' ? integration : [...unit, ...integration];
+let files =
+  only === 'unit' ? unit : only === 'integration' ? integration : [...unit, ...integration];
 if (filters.length) files = files.filter((f) => filters.some((x) => f.includes(x)));
 if (files.length === 0) {
   console.error('no test files found (did the build run?)');

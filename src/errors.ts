@@ -5,7 +5,11 @@
 
 export const ERROR_CODES = {
   E_INVALID_SPEC: { exit: 2, http: 400, doc: 'A sandbox spec or config failed validation.' },
-  E_INVALID_ARGUMENT: { exit: 2, http: 400, doc: 'A command-line argument or API input is invalid.' },
+  E_INVALID_ARGUMENT: {
+    exit: 2,
+    http: 400,
+    doc: 'A command-line argument or API input is invalid.',
+  },
   E_ASSETS_MISSING: {
     exit: 3,
     http: 500,

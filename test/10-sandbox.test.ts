@@ -20,7 +20,12 @@ describe('microvm sandbox', () => {
   let sb: Sandbox;
 
   before(async () => {
-    sb = await driver.create({ memoryMiB: MEMORY_MIB, vcpus: VCPUS, env: { SANDBOX_WIDE: 'yes' }, hostname: 'shared-box' });
+    sb = await driver.create({
+      memoryMiB: MEMORY_MIB,
+      vcpus: VCPUS,
+      env: { SANDBOX_WIDE: 'yes' },
+      hostname: 'shared-box',
+    });
     await sb.start();
   });
   after(async () => {
@@ -34,12 +39,17 @@ describe('microvm sandbox', () => {
     assert.equal(r.stdout.trim(), loadAssets().kernelRelease);
     assert.notEqual(r.stdout.trim(), os.release());
     t.diagnostic(`boot: ${JSON.stringify(sb.boot)}`);
-    assert.ok(sb.boot && sb.boot.totalMs > 0 && sb.boot.kernelToInitMs > 0 && sb.boot.agentStartMs > 0);
+    assert.ok(
+      sb.boot && sb.boot.totalMs > 0 && sb.boot.kernelToInitMs > 0 && sb.boot.agentStartMs > 0,
+    );
   });
 
   test('stdout, stderr and exit code come back', async () => {
     const r = await sb.run(['sh', '-c', 'echo out-line; echo err-line >&2; exit 42']);
-    assert.deepEqual([r.stdout, r.stderr, r.exitCode, r.signal], ['out-line\n', 'err-line\n', 42, null]);
+    assert.deepEqual(
+      [r.stdout, r.stderr, r.exitCode, r.signal],
+      ['out-line\n', 'err-line\n', 42, null],
+    );
   });
 
   test('stdin streams in, in pieces and in bulk', async () => {
@@ -63,15 +73,21 @@ describe('microvm sandbox', () => {
     assert.equal(await p.signal('SIGTERM'), true);
     assert.deepEqual(await p.exited, { exitCode: null, signal: 'SIGTERM' });
     const q = await sb.exec({ argv: ['sh', '-c', 'trap "" TERM; sleep 1000'] });
-    await p.signal('SIGKILL').then((d) => assert.equal(d, false, 'signal to an exited process is not delivered'));
+    await p
+      .signal('SIGKILL')
+      .then((d) => assert.equal(d, false, 'signal to an exited process is not delivered'));
     await q.signal('SIGKILL');
     assert.equal((await q.exited).signal, 'SIGKILL');
   });
 
   test('two processes at once keep their outputs apart', async () => {
     const script = (tag: string) => `i=0; while [ $i -lt 200 ]; do echo ${tag}$i; i=$((i+1)); done`;
-    const [a, b] = await Promise.all([sb.run(['sh', '-c', script('A')]), sb.run(['sh', '-c', script('B')])]);
-    const expect = (tag: string) => Array.from({ length: 200 }, (_, i) => `${tag}${i}`).join('\n') + '\n';
+    const [a, b] = await Promise.all([
+      sb.run(['sh', '-c', script('A')]),
+      sb.run(['sh', '-c', script('B')]),
+    ]);
+    const expect = (tag: string) =>
+      Array.from({ length: 200 }, (_, i) => `${tag}${i}`).join('\n') + '\n';
     assert.equal(a.stdout, expect('A'));
     assert.equal(b.stdout, expect('B'));
   });
@@ -80,7 +96,10 @@ describe('microvm sandbox', () => {
     // Both wait for a file the other creates: only concurrent processes can finish.
     const wait = (mine: string, other: string) =>
       `touch /tmp/${mine}; i=0; while [ ! -e /tmp/${other} ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; [ -e /tmp/${other} ]`;
-    const [a, b] = await Promise.all([sb.run(['sh', '-c', wait('x1', 'y1')]), sb.run(['sh', '-c', wait('y1', 'x1')])]);
+    const [a, b] = await Promise.all([
+      sb.run(['sh', '-c', wait('x1', 'y1')]),
+      sb.run(['sh', '-c', wait('y1', 'x1')]),
+    ]);
     assert.equal(a.exitCode, 0);
     assert.equal(b.exitCode, 0);
   });
@@ -96,7 +115,10 @@ describe('microvm sandbox', () => {
   });
 
   test('a command that does not exist is a typed error', async () => {
-    await assert.rejects(sb.exec({ argv: ['/no/such/binary'] }), (e: unknown) => e instanceof IsolaError && e.code === 'E_EXEC_FAILED');
+    await assert.rejects(
+      sb.exec({ argv: ['/no/such/binary'] }),
+      (e: unknown) => e instanceof IsolaError && e.code === 'E_EXEC_FAILED',
+    );
     const r = await sb.run(['sh', '-c', 'exec /no/such/thing']);
     assert.equal(r.exitCode, 127);
   });
@@ -108,7 +130,10 @@ describe('microvm sandbox', () => {
     assert.deepEqual(await sb.readFile('/tmp/blob.bin'), data);
     const r = await sb.run(['stat', '-c', '%s %a', '/tmp/blob.bin']);
     assert.equal(r.stdout.trim(), `${data.length} 600`);
-    await assert.rejects(sb.readFile('/nope'), (e: unknown) => e instanceof IsolaError && e.code === 'E_GUEST_IO');
+    await assert.rejects(
+      sb.readFile('/nope'),
+      (e: unknown) => e instanceof IsolaError && e.code === 'E_GUEST_IO',
+    );
   });
 
   test('guest resources match the spec', async () => {
@@ -117,7 +142,10 @@ describe('microvm sandbox', () => {
     assert.equal(info.hostname, 'shared-box');
     // MemTotal is RAM minus what the kernel reserves; within 25 % below the configured size.
     const mib = info.memTotalBytes / 2 ** 20;
-    assert.ok(mib <= MEMORY_MIB && mib > MEMORY_MIB * 0.75, `MemTotal ${mib} MiB for ${MEMORY_MIB} MiB`);
+    assert.ok(
+      mib <= MEMORY_MIB && mib > MEMORY_MIB * 0.75,
+      `MemTotal ${mib} MiB for ${MEMORY_MIB} MiB`,
+    );
   });
 
   test('the QEMU process runs in its own cgroup with memory, CPU and pids limits', (t) => {
@@ -129,15 +157,26 @@ describe('microvm sandbox', () => {
     const pid = sb.vmmPid;
     assert.ok(pid);
     const lines = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
-    assert.match(lines, new RegExp(`/${process.env.ISOLA_CGROUP_PARENT ?? 'isola'}/${sb.id}$`, 'm'));
+    assert.match(
+      lines,
+      new RegExp(`/${process.env.ISOLA_CGROUP_PARENT ?? 'isola'}/${sb.id}$`, 'm'),
+    );
     const own = (ctrl: string) => {
-      const line = lines.split('\n').find((l) => (mode === 'v2' ? l.startsWith('0::') : l.split(':')[1]?.split(',').includes(ctrl)));
+      const line = lines
+        .split('\n')
+        .find((l) =>
+          mode === 'v2' ? l.startsWith('0::') : l.split(':')[1]?.split(',').includes(ctrl),
+        );
       return path.join('/sys/fs/cgroup', mode === 'v2' ? '' : ctrl, line!.split(':')[2]!);
     };
-    const read = (ctrl: string, file: string) => readFileSync(path.join(own(ctrl), file), 'utf8').trim();
+    const read = (ctrl: string, file: string) =>
+      readFileSync(path.join(own(ctrl), file), 'utf8').trim();
     if (mode === 'v1') {
       const limit = Number(read('memory', 'memory.limit_in_bytes'));
-      assert.ok(limit >= MEMORY_MIB * 2 ** 20 && limit <= (MEMORY_MIB + 1024) * 2 ** 20, `memory limit ${limit}`);
+      assert.ok(
+        limit >= MEMORY_MIB * 2 ** 20 && limit <= (MEMORY_MIB + 1024) * 2 ** 20,
+        `memory limit ${limit}`,
+      );
       assert.equal(read('cpu', 'cpu.cfs_quota_us'), String((VCPUS + 0.5) * 100_000));
       assert.equal(read('pids', 'pids.max'), '128');
     } else {
@@ -150,9 +189,15 @@ describe('microvm sandbox', () => {
   test('operations in the wrong lifecycle state are typed errors', async () => {
     const fresh = await driver.create({});
     try {
-      await assert.rejects(fresh.run(['true']), (e: unknown) => e instanceof IsolaError && e.code === 'E_SANDBOX_INVALID_STATE');
+      await assert.rejects(
+        fresh.run(['true']),
+        (e: unknown) => e instanceof IsolaError && e.code === 'E_SANDBOX_INVALID_STATE',
+      );
       await fresh.destroy();
-      await assert.rejects(fresh.start(), (e: unknown) => e instanceof IsolaError && e.code === 'E_SANDBOX_INVALID_STATE');
+      await assert.rejects(
+        fresh.start(),
+        (e: unknown) => e instanceof IsolaError && e.code === 'E_SANDBOX_INVALID_STATE',
+      );
     } finally {
       await fresh.destroy();
     }

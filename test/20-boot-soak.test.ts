@@ -13,6 +13,7 @@ test(`${BOOTS} boots in a row reach the agent`, async (t) => {
   const driver = new MicroVmDriver();
   const totals: number[] = [];
   let retries = 0;
+  const hangs: string[] = [];
   for (let i = 0; i < BOOTS; i++) {
     const sb = await driver.create({});
     try {
@@ -20,14 +21,23 @@ test(`${BOOTS} boots in a row reach the agent`, async (t) => {
       const r = await sb.run(['echo', `boot-${i}`]);
       assert.equal(r.stdout, `boot-${i}\n`);
       retries += sb.boot!.retries;
+      for (const h of sb.boot!.hangs)
+        hangs.push(
+          `boot ${i} attempt ${h.attempt}: ${h.stage} stage, console: ${h.consoleTail.slice(-2).join(' / ') || '(empty)'}`,
+        );
       totals.push(sb.boot!.totalMs);
     } finally {
       await sb.destroy();
     }
   }
   totals.sort((a, b) => a - b);
-  const p = (q: number) => Math.round(totals[Math.min(totals.length - 1, Math.floor(q * totals.length))]!);
-  t.diagnostic(`boots ${BOOTS}, watchdog retries ${retries}, boot-to-agent p50 ${p(0.5)} ms, p95 ${p(0.95)} ms, max ${p(1)} ms`);
+  const p = (q: number) =>
+    Math.round(totals[Math.min(totals.length - 1, Math.floor(q * totals.length))]!);
+  t.diagnostic(
+    `boots ${BOOTS}, watchdog retries ${retries}, boot-to-agent p50 ${p(0.5)} ms, p95 ${p(0.95)} ms, max ${p(1)} ms`,
+  );
+  for (const h of hangs) t.diagnostic(`watchdog: ${h}`);
+  assert.equal(hangs.length, retries);
   assert.equal(totals.length, BOOTS);
   assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
 });

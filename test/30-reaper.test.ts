@@ -12,7 +12,9 @@ import { readOwnerRecord, sandboxDir } from '../src/sandbox/run-record.js';
 import { sameProcessAlive } from '../src/vmm/qemu-process.js';
 import { ROOT, leftovers, sleep } from './helpers.js';
 
-function holdSandbox(env: Record<string, string>): Promise<{ child: ReturnType<typeof spawn>; id: string; qemuPid: number }> {
+function holdSandbox(
+  env: Record<string, string>,
+): Promise<{ child: ReturnType<typeof spawn>; id: string; qemuPid: number }> {
   const child = spawn(process.execPath, [path.join(ROOT, 'dist/test/fixtures/hold-sandbox.js')], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -41,7 +43,10 @@ test('the reaper cleans up after a host process killed mid-run (QEMU left runnin
   await killHolder(child);
   await sleep(200);
   // What a crash leaves: QEMU still running, its folder with sockets, its cgroups.
-  assert.ok(sameProcessAlive(qemuPid, rec.qemuStartTime), 'QEMU outlived its owner (no parent-death signal)');
+  assert.ok(
+    sameProcessAlive(qemuPid, rec.qemuStartTime),
+    'QEMU outlived its owner (no parent-death signal)',
+  );
   assert.ok(readdirSync(sandboxDir(id)).includes('agent.sock'));
   for (const cg of rec.cgroups) assert.ok(existsSync(cg), `cgroup ${cg} left behind`);
 
@@ -59,7 +64,11 @@ test('with the parent-death signal, QEMU dies with its owner and the reaper remo
   const rec = readOwnerRecord(sandboxDir(id))!;
   await killHolder(child);
   for (let i = 0; i < 100 && sameProcessAlive(qemuPid, rec.qemuStartTime); i++) await sleep(20);
-  assert.equal(sameProcessAlive(qemuPid, rec.qemuStartTime), false, 'QEMU got SIGKILL when its parent died');
+  assert.equal(
+    sameProcessAlive(qemuPid, rec.qemuStartTime),
+    false,
+    'QEMU got SIGKILL when its parent died',
+  );
   assert.ok(existsSync(sandboxDir(id)), 'folder left behind until the reaper runs');
   const sb = await new MicroVmDriver().create({});
   await sb.destroy();

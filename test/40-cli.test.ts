@@ -11,7 +11,19 @@ function isola(args: string[], input?: string) {
 }
 
 test('isola sandbox run: stdio attached, exit code passed through, stdin streamed', () => {
-  const r = isola(['sandbox', 'run', '--memory', '256', '--', 'sh', '-c', 'uname -r; read x; echo "got $x"; echo oops >&2; exit 3'], 'hello\n');
+  const r = isola(
+    [
+      'sandbox',
+      'run',
+      '--memory',
+      '256',
+      '--',
+      'sh',
+      '-c',
+      'uname -r; read x; echo "got $x"; echo oops >&2; exit 3',
+    ],
+    'hello\n',
+  );
   assert.equal(r.code, 3, r.stderr);
   const [kernel, got] = r.stdout.trim().split('\n');
   assert.notEqual(kernel, os.release());
@@ -45,9 +57,13 @@ test('isola sandbox run: bad arguments are clear errors and boot nothing', () =>
 test('isola doctor --json reports accelerator, QEMU, assets and cgroups', () => {
   const r = isola(['doctor', '--json']);
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  const report = JSON.parse(r.stdout) as { ok: boolean; checks: Array<{ name: string; status: string; detail: string; data?: Record<string, unknown> }> };
+  const report = JSON.parse(r.stdout) as {
+    ok: boolean;
+    checks: Array<{ name: string; status: string; detail: string; data?: Record<string, unknown> }>;
+  };
   const by = Object.fromEntries(report.checks.map((c) => [c.name, c]));
-  for (const name of ['accelerator', 'qemu', 'guest-assets', 'cgroups', 'tun', 'netns']) assert.ok(by[name], `check ${name} present`);
+  for (const name of ['accelerator', 'qemu', 'guest-assets', 'cgroups', 'tun', 'netns'])
+    assert.ok(by[name], `check ${name} present`);
   assert.match(String(by.accelerator!.data?.accel), /^(kvm|tcg)$/);
   assert.ok(String(by.accelerator!.detail).length > 10, 'the accelerator choice says why');
   assert.match(String(by['guest-assets']!.data?.digest), /^[0-9a-f]{64}$/);

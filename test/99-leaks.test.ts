@@ -8,6 +8,8 @@ import { leftovers } from './helpers.js';
 
 test('no QEMU process, socket, cgroup or temp dir of the suite remains', () => {
   assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
-  const temps = readdirSync(os.tmpdir()).filter((n) => n.startsWith('isola-') && n !== 'isola-test-run' && !n.startsWith('isola-test-report-'));
+  const temps = readdirSync(os.tmpdir()).filter(
+    (n) => n.startsWith('isola-') && n !== 'isola-test-run' && !n.startsWith('isola-test-report-'),
+  );
   assert.deepEqual(temps, []);
 });

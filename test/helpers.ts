@@ -4,8 +4,8 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runDir } from '../src/assets/paths.js';
-import { sandboxesDir } from '../src/sandbox/run-record.js';
 import { findQemuProcesses } from '../src/sandbox/reaper.js';
+import { sandboxesDir } from '../src/sandbox/run-record.js';
 import { listSandboxCgroups } from '../src/vmm/cgroup.js';
 
 /** Repository root (this file compiles to dist/test/helpers.js). */

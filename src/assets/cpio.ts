@@ -79,12 +79,32 @@ export function buildCpio(entries: readonly CpioEntry[]): Buffer {
         break;
     }
     push(
-      header({ ino: ino++, mode, nlink: e.type === 'dir' ? 2 : 1, size: data.length, rdevMajor, rdevMinor, nameLen }),
+      header({
+        ino: ino++,
+        mode,
+        nlink: e.type === 'dir' ? 2 : 1,
+        size: data.length,
+        rdevMajor,
+        rdevMinor,
+        nameLen,
+      }),
       name,
       data,
     );
   }
   const trailer = 'TRAILER!!!';
-  push(header({ ino: 0, mode: 0, nlink: 1, size: 0, rdevMajor: 0, rdevMinor: 0, nameLen: trailer.length + 1 }), trailer, Buffer.alloc(0));
+  push(
+    header({
+      ino: 0,
+      mode: 0,
+      nlink: 1,
+      size: 0,
+      rdevMajor: 0,
+      rdevMinor: 0,
+      nameLen: trailer.length + 1,
+    }),
+    trailer,
+    Buffer.alloc(0),
+  );
   return Buffer.concat(parts);
 }

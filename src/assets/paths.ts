@@ -20,7 +20,10 @@ export function cacheDir(): string {
 export function runDir(): string {
   if (process.env.ISOLA_RUN_DIR) return path.resolve(process.env.ISOLA_RUN_DIR);
   if (process.getuid?.() === 0) return '/run/isola';
-  return path.join(process.env.XDG_RUNTIME_DIR ?? os.tmpdir(), `isola-${process.getuid?.() ?? 'user'}`);
+  return path.join(
+    process.env.XDG_RUNTIME_DIR ?? os.tmpdir(),
+    `isola-${process.getuid?.() ?? 'user'}`,
+  );
 }
 
 export interface GuestAssets {
@@ -42,11 +45,15 @@ export function currentAssetsFile(): string {
 export function loadAssets(): GuestAssets {
   const file = currentAssetsFile();
   if (!existsSync(file)) {
-    throw new IsolaError('E_ASSETS_MISSING', `guest assets are not built (no ${file}); run scripts/setup.sh`);
+    throw new IsolaError(
+      'E_ASSETS_MISSING',
+      `guest assets are not built (no ${file}); run scripts/setup.sh`,
+    );
   }
   const assets = JSON.parse(readFileSync(file, 'utf8')) as GuestAssets;
   for (const p of [assets.kernel, assets.initrd, assets.rootfs]) {
-    if (!existsSync(p)) throw new IsolaError('E_ASSETS_MISSING', `guest asset ${p} is missing; run scripts/setup.sh`);
+    if (!existsSync(p))
+      throw new IsolaError('E_ASSETS_MISSING', `guest asset ${p} is missing; run scripts/setup.sh`);
   }
   return assets;
 }

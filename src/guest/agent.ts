@@ -4,13 +4,9 @@
 // tests. Malformed input produces error replies and never throws out of `onData`.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { open, readFile as fsReadFile, stat, writeFile as fsWriteFile } from 'node:fs/promises';
+import { readFile as fsReadFile, writeFile as fsWriteFile, open, stat } from 'node:fs/promises';
 import os from 'node:os';
-import {
-  FRAME_BODY_CHUNK,
-  FrameDecoder,
-  encodeFrame,
-} from '../protocol/frame.js';
+import { FRAME_BODY_CHUNK, FrameDecoder, encodeFrame } from '../protocol/frame.js';
 import {
   AGENT_VERSION,
   type Event,
@@ -105,9 +101,14 @@ export class Agent {
     switch (req.op) {
       case 'hello':
         if (req.version !== PROTOCOL_VERSION) {
-          throw new AgentError('E_AGENT_VERSION', `agent speaks protocol ${PROTOCOL_VERSION}, host ${req.version}`);
+          throw new AgentError(
+            'E_AGENT_VERSION',
+            `agent speaks protocol ${PROTOCOL_VERSION}, host ${req.version}`,
+          );
         }
-        return { result: { nonce: req.nonce, version: PROTOCOL_VERSION, agentVersion: AGENT_VERSION } };
+        return {
+          result: { nonce: req.nonce, version: PROTOCOL_VERSION, agentVersion: AGENT_VERSION },
+        };
       case 'info':
         return { result: info() };
       case 'exec':
@@ -136,7 +137,10 @@ export class Agent {
         return readChunk(req.path, req.offset ?? 0, req.length ?? FRAME_BODY_CHUNK);
       case 'writeFile':
         try {
-          await fsWriteFile(req.path, body, { mode: req.mode ?? 0o644, flag: req.append ? 'a' : 'w' });
+          await fsWriteFile(req.path, body, {
+            mode: req.mode ?? 0o644,
+            flag: req.append ? 'a' : 'w',
+          });
         } catch (err) {
           throw new AgentError('E_GUEST_IO', (err as Error).message);
         }
@@ -196,7 +200,8 @@ export class Agent {
         this.emit({ ev: 'exit', execId, ...status });
         for (const w of rec.waiters.splice(0)) w(status);
         this.exitedOrder.push(execId);
-        while (this.exitedOrder.length > MAX_EXITED_KEPT) this.execs.delete(this.exitedOrder.shift()!);
+        while (this.exitedOrder.length > MAX_EXITED_KEPT)
+          this.execs.delete(this.exitedOrder.shift()!);
       });
     });
   }
@@ -224,7 +229,11 @@ function wireError(err: unknown): { code: string; message: string } {
   return { code: 'E_INTERNAL', message: err instanceof Error ? err.message : String(err) };
 }
 
-async function readChunk(path: string, offset: number, length: number): Promise<{ result: unknown; body: Buffer }> {
+async function readChunk(
+  path: string,
+  offset: number,
+  length: number,
+): Promise<{ result: unknown; body: Buffer }> {
   try {
     const size = (await stat(path)).size;
     if (offset === 0 && size <= length) {
@@ -235,7 +244,10 @@ async function readChunk(path: string, offset: number, length: number): Promise<
     try {
       const buf = Buffer.alloc(Math.max(0, Math.min(length, size - offset)));
       const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-      return { result: { size, eof: offset + bytesRead >= size }, body: buf.subarray(0, bytesRead) };
+      return {
+        result: { size, eof: offset + bytesRead >= size },
+        body: buf.subarray(0, bytesRead),
+      };
     } finally {
       await fh.close();
     }

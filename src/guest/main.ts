@@ -7,7 +7,6 @@ import { createWriteStream, openSync, read, readFileSync, readdirSync } from 'no
 import { AGENT_PORT_NAME } from '../protocol/messages.js';
 import { Agent } from './agent.js';
 
-
 function findPort(): string {
   const base = '/sys/class/virtio-ports';
   for (const dev of readdirSync(base)) {

@@ -44,7 +44,8 @@ export function encodeFrame(header: unknown, body?: Uint8Array): Buffer {
   buf.writeUInt32BE(payload, 2);
   buf.writeUInt32BE(json.length, 6);
   json.copy(buf, 10);
-  if (body && bodyLen > 0) Buffer.from(body.buffer, body.byteOffset, bodyLen).copy(buf, 10 + json.length);
+  if (body && bodyLen > 0)
+    Buffer.from(body.buffer, body.byteOffset, bodyLen).copy(buf, 10 + json.length);
   return buf;
 }
 
@@ -80,7 +81,10 @@ export class FrameDecoder {
         continue;
       }
       if (payload < 4) {
-        this.protocolError(out, `frame payload of ${payload} bytes is shorter than its header length`);
+        this.protocolError(
+          out,
+          `frame payload of ${payload} bytes is shorter than its header length`,
+        );
         continue;
       }
       if (this.buf.length < FRAME_PREFIX_BYTES + payload) break;
@@ -89,18 +93,29 @@ export class FrameDecoder {
       this.resyncing = false;
       const headerLen = frameBytes.readUInt32BE(0);
       if (headerLen > payload - 4 || headerLen > MAX_HEADER_BYTES) {
-        out.push({ kind: 'error', code: 'E_AGENT_PROTOCOL', message: `bad header length ${headerLen}` });
+        out.push({
+          kind: 'error',
+          code: 'E_AGENT_PROTOCOL',
+          message: `bad header length ${headerLen}`,
+        });
         continue;
       }
       let header: unknown;
       try {
         header = JSON.parse(frameBytes.subarray(4, 4 + headerLen).toString('utf8'));
       } catch {
-        out.push({ kind: 'error', code: 'E_AGENT_PROTOCOL', message: 'frame header is not valid JSON' });
+        out.push({
+          kind: 'error',
+          code: 'E_AGENT_PROTOCOL',
+          message: 'frame header is not valid JSON',
+        });
         continue;
       }
       // Copy the body out so the frame does not pin the (possibly large) receive buffer.
-      out.push({ kind: 'frame', frame: { header, body: Buffer.from(frameBytes.subarray(4 + headerLen)) } });
+      out.push({
+        kind: 'frame',
+        frame: { header, body: Buffer.from(frameBytes.subarray(4 + headerLen)) },
+      });
     }
     if (this.buf.length === 0) this.buf = Buffer.alloc(0);
     return out;
@@ -128,7 +143,8 @@ export class FrameDecoder {
     }
     if (i === -1) {
       // Keep a trailing "I" in case the magic is split across chunks.
-      this.buf = this.buf.at(-1) === 0x49 ? this.buf.subarray(this.buf.length - 1) : Buffer.alloc(0);
+      this.buf =
+        this.buf.at(-1) === 0x49 ? this.buf.subarray(this.buf.length - 1) : Buffer.alloc(0);
     } else {
       this.buf = this.buf.subarray(i);
     }

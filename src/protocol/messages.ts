@@ -116,7 +116,8 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isInt = (v: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): v is number =>
   typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
-const isStr = (v: unknown, max = 64 * 1024): v is string => typeof v === 'string' && v.length <= max;
+const isStr = (v: unknown, max = 64 * 1024): v is string =>
+  typeof v === 'string' && v.length <= max;
 const isUid = (v: unknown) => v === undefined || isInt(v, 0, 0xfffffffe);
 
 /** Keys allowed per op, beyond `id` and `op`; anything else is rejected (like unknown fields). */
@@ -132,13 +133,28 @@ const ALLOWED: Record<Op, readonly string[]> = {
   shutdown: [],
 };
 
-export function parseRequest(v: unknown): { ok: true; req: Request } | { ok: false; id: number | null; error: string } {
+/**
+ * A short description of an unknown op for error messages. Never JSON.stringify the whole value:
+ * a deeply nested array from the wire makes it throw (stack overflow), and the agent must answer
+ * malformed input with an error rather than die.
+ */
+function describeOp(op: unknown): string {
+  if (typeof op === 'string') return JSON.stringify(op.slice(0, 64));
+  if (Array.isArray(op)) return '(an array)';
+  if (typeof op === 'object' && op !== null) return '(an object)';
+  return String(op);
+}
+
+export function parseRequest(
+  v: unknown,
+): { ok: true; req: Request } | { ok: false; id: number | null; error: string } {
   if (!isObj(v)) return { ok: false, id: null, error: 'request must be a JSON object' };
   const id = isInt(v.id) ? v.id : null;
-  if (id === null) return { ok: false, id: null, error: 'request id must be a non-negative integer' };
+  if (id === null)
+    return { ok: false, id: null, error: 'request id must be a non-negative integer' };
   const op = v.op;
   if (typeof op !== 'string' || !(OPS as readonly string[]).includes(op)) {
-    return { ok: false, id, error: `unknown op ${JSON.stringify(op)?.slice(0, 64)}` };
+    return { ok: false, id, error: `unknown op ${describeOp(op)}` };
   }
   const allowed = ALLOWED[op as Op];
   for (const k of Object.keys(v)) {
@@ -156,11 +172,18 @@ export function parseRequest(v: unknown): { ok: true; req: Request } | { ok: fal
       if (!Array.isArray(v.argv) || v.argv.length === 0 || v.argv.length > 4096) {
         return bad('exec.argv must be a non-empty array of strings');
       }
-      if (!v.argv.every((a) => isStr(a) && !a.includes('\0'))) return bad('exec.argv must hold strings without NUL');
+      if (!v.argv.every((a) => isStr(a) && !a.includes('\0')))
+        return bad('exec.argv must hold strings without NUL');
       if (v.env !== undefined) {
         if (!isObj(v.env)) return bad('exec.env must be an object of strings');
         for (const [k, val] of Object.entries(v.env)) {
-          if (k === '' || k.includes('=') || k.includes('\0') || !isStr(val) || val.includes('\0')) {
+          if (
+            k === '' ||
+            k.includes('=') ||
+            k.includes('\0') ||
+            !isStr(val) ||
+            val.includes('\0')
+          ) {
             return bad(`exec.env entry "${k.slice(0, 64)}" is invalid`);
           }
         }
@@ -168,32 +191,41 @@ export function parseRequest(v: unknown): { ok: true; req: Request } | { ok: fal
       if (v.cwd !== undefined && (!isStr(v.cwd, 4096) || !v.cwd.startsWith('/'))) {
         return bad('exec.cwd must be an absolute path');
       }
-      if (!isUid(v.uid) || !isUid(v.gid)) return bad('exec.uid/gid must be integers in [0, 2^32-2]');
-      if (v.stdin !== undefined && typeof v.stdin !== 'boolean') return bad('exec.stdin must be a boolean');
+      if (!isUid(v.uid) || !isUid(v.gid))
+        return bad('exec.uid/gid must be integers in [0, 2^32-2]');
+      if (v.stdin !== undefined && typeof v.stdin !== 'boolean')
+        return bad('exec.stdin must be a boolean');
       break;
     }
     case 'stdin':
       if (!isInt(v.execId)) return bad('stdin.execId must be an integer');
-      if (v.eof !== undefined && typeof v.eof !== 'boolean') return bad('stdin.eof must be a boolean');
+      if (v.eof !== undefined && typeof v.eof !== 'boolean')
+        return bad('stdin.eof must be a boolean');
       break;
     case 'signal':
       if (!isInt(v.execId)) return bad('signal.execId must be an integer');
-      if (!(SIGNALS as readonly unknown[]).includes(v.signal)) return bad('signal.signal is not a known signal');
+      if (!(SIGNALS as readonly unknown[]).includes(v.signal))
+        return bad('signal.signal is not a known signal');
       break;
     case 'wait':
       if (!isInt(v.execId)) return bad('wait.execId must be an integer');
       break;
     case 'readFile':
-      if (!isStr(v.path, 4096) || !v.path.startsWith('/')) return bad('readFile.path must be an absolute path');
-      if (v.offset !== undefined && !isInt(v.offset)) return bad('readFile.offset must be a non-negative integer');
+      if (!isStr(v.path, 4096) || !v.path.startsWith('/'))
+        return bad('readFile.path must be an absolute path');
+      if (v.offset !== undefined && !isInt(v.offset))
+        return bad('readFile.offset must be a non-negative integer');
       if (v.length !== undefined && !isInt(v.length, 0, FRAME_BODY_CHUNK)) {
         return bad(`readFile.length must be in [0, ${FRAME_BODY_CHUNK}]`);
       }
       break;
     case 'writeFile':
-      if (!isStr(v.path, 4096) || !v.path.startsWith('/')) return bad('writeFile.path must be an absolute path');
-      if (v.mode !== undefined && !isInt(v.mode, 0, 0o7777)) return bad('writeFile.mode must be in [0, 0o7777]');
-      if (v.append !== undefined && typeof v.append !== 'boolean') return bad('writeFile.append must be a boolean');
+      if (!isStr(v.path, 4096) || !v.path.startsWith('/'))
+        return bad('writeFile.path must be an absolute path');
+      if (v.mode !== undefined && !isInt(v.mode, 0, 0o7777))
+        return bad('writeFile.mode must be in [0, 0o7777]');
+      if (v.append !== undefined && typeof v.append !== 'boolean')
+        return bad('writeFile.append must be a boolean');
       break;
     case 'info':
     case 'shutdown':
@@ -203,7 +235,9 @@ export function parseRequest(v: unknown): { ok: true; req: Request } | { ok: fal
 }
 
 /** Host side: check a guest message's shape before trusting it. */
-export function parseGuestMessage(v: unknown): { ok: true; msg: GuestMessage } | { ok: false; error: string } {
+export function parseGuestMessage(
+  v: unknown,
+): { ok: true; msg: GuestMessage } | { ok: false; error: string } {
   if (!isObj(v)) return { ok: false, error: 'guest message must be a JSON object' };
   if ('ev' in v) {
     switch (v.ev) {
@@ -222,8 +256,12 @@ export function parseGuestMessage(v: unknown): { ok: true; msg: GuestMessage } |
     }
   }
   if (typeof v.ok !== 'boolean') return { ok: false, error: 'response needs ok' };
-  if (!(isInt(v.id) || (v.id === null && v.ok === false))) return { ok: false, error: 'response needs id' };
-  if (v.ok === false && (!isObj(v.error) || typeof v.error.code !== 'string' || typeof v.error.message !== 'string')) {
+  if (!(isInt(v.id) || (v.id === null && v.ok === false)))
+    return { ok: false, error: 'response needs id' };
+  if (
+    v.ok === false &&
+    (!isObj(v.error) || typeof v.error.code !== 'string' || typeof v.error.message !== 'string')
+  ) {
     return { ok: false, error: 'error response needs error.code and error.message' };
   }
   return { ok: true, msg: v as unknown as Response };

@@ -89,10 +89,16 @@ export class AgentClient extends EventEmitter {
   }
 
   /** Version handshake with a fresh nonce; frames before its echo are dropped. */
-  async hello(timeoutMs = AGENT_REQUEST_TIMEOUT_MS): Promise<{ version: number; agentVersion: string }> {
+  async hello(
+    timeoutMs = AGENT_REQUEST_TIMEOUT_MS,
+  ): Promise<{ version: number; agentVersion: string }> {
     const nonce = randomUUID();
     this.handshakeNonce = nonce;
-    const { result } = await this.request({ op: 'hello', version: PROTOCOL_VERSION, nonce }, undefined, timeoutMs);
+    const { result } = await this.request(
+      { op: 'hello', version: PROTOCOL_VERSION, nonce },
+      undefined,
+      timeoutMs,
+    );
     const r = result as { nonce: string; version: number; agentVersion: string };
     if (r.nonce !== nonce) throw new IsolaError('E_AGENT_PROTOCOL', 'hello nonce mismatch');
     return { version: r.version, agentVersion: r.agentVersion };
@@ -126,7 +132,10 @@ export class AgentClient extends EventEmitter {
       }
       for (let off = 0; off < data.length; off += FRAME_BODY_CHUNK) {
         const last = off + FRAME_BODY_CHUNK >= data.length;
-        await this.request({ op: 'stdin', execId, eof: eof && last }, data.subarray(off, off + FRAME_BODY_CHUNK));
+        await this.request(
+          { op: 'stdin', execId, eof: eof && last },
+          data.subarray(off, off + FRAME_BODY_CHUNK),
+        );
       }
     };
     return {
@@ -135,7 +144,12 @@ export class AgentClient extends EventEmitter {
       exited,
       writeStdin: (data) => chunks(Buffer.from(data), false),
       closeStdin: () => chunks(Buffer.alloc(0), true),
-      signal: async (sig) => ((await this.request({ op: 'signal', execId, signal: sig })).result as { delivered: boolean }).delivered,
+      signal: async (sig) =>
+        (
+          (await this.request({ op: 'signal', execId, signal: sig })).result as {
+            delivered: boolean;
+          }
+        ).delivered,
     };
   }
 
@@ -148,7 +162,12 @@ export class AgentClient extends EventEmitter {
     const parts: Buffer[] = [];
     let offset = 0;
     for (;;) {
-      const { result, body } = await this.request({ op: 'readFile', path, offset, length: FRAME_BODY_CHUNK });
+      const { result, body } = await this.request({
+        op: 'readFile',
+        path,
+        offset,
+        length: FRAME_BODY_CHUNK,
+      });
       parts.push(body);
       offset += body.length;
       if ((result as { eof: boolean }).eof || body.length === 0) break;
@@ -177,7 +196,9 @@ export class AgentClient extends EventEmitter {
     timeoutMs = AGENT_REQUEST_TIMEOUT_MS,
   ): Promise<{ result: unknown; body: Buffer }> {
     if (this.closed) {
-      return Promise.reject(new IsolaError('E_AGENT_DISCONNECTED', `agent channel closed; cannot ${req.op}`));
+      return Promise.reject(
+        new IsolaError('E_AGENT_DISCONNECTED', `agent channel closed; cannot ${req.op}`),
+      );
     }
     const id = this.nextId++;
     const clean = Object.fromEntries(Object.entries(req).filter(([, v]) => v !== undefined));
@@ -186,7 +207,12 @@ export class AgentClient extends EventEmitter {
         timeoutMs > 0
           ? setTimeout(() => {
               this.pending.delete(id);
-              reject(new IsolaError('E_AGENT_TIMEOUT', `agent did not answer ${req.op} within ${timeoutMs} ms`));
+              reject(
+                new IsolaError(
+                  'E_AGENT_TIMEOUT',
+                  `agent did not answer ${req.op} within ${timeoutMs} ms`,
+                ),
+              );
             }, timeoutMs)
           : null;
       this.pending.set(id, { resolve, reject, timer, op: req.op });
@@ -218,7 +244,9 @@ export class AgentClient extends EventEmitter {
       }
       if (msg.id === null) {
         // An error about a frame the agent could not attribute to a request.
-        this.protocolErrors.push(`${msg.ok ? '' : msg.error.code}: ${msg.ok ? '' : msg.error.message}`);
+        this.protocolErrors.push(
+          `${msg.ok ? '' : msg.error.code}: ${msg.ok ? '' : msg.error.message}`,
+        );
         continue;
       }
       const p = this.pending.get(msg.id);
@@ -232,7 +260,13 @@ export class AgentClient extends EventEmitter {
       this.pending.delete(msg.id);
       if (p.timer) clearTimeout(p.timer);
       if (msg.ok) p.resolve({ result: msg.result, body: ev.frame.body });
-      else p.reject(new IsolaError(isErrorCode(msg.error.code) ? msg.error.code : 'E_AGENT_PROTOCOL', msg.error.message));
+      else
+        p.reject(
+          new IsolaError(
+            isErrorCode(msg.error.code) ? msg.error.code : 'E_AGENT_PROTOCOL',
+            msg.error.message,
+          ),
+        );
     }
   }
 
@@ -265,7 +299,9 @@ export class AgentClient extends EventEmitter {
     }
     for (const [id, st] of this.execs) {
       this.execs.delete(id);
-      st.rejectExit(new IsolaError('E_AGENT_DISCONNECTED', `agent channel closed before exec ${id} exited`));
+      st.rejectExit(
+        new IsolaError('E_AGENT_DISCONNECTED', `agent channel closed before exec ${id} exited`),
+      );
     }
     this.emit('close');
   }

@@ -8,8 +8,23 @@
 
 import { IsolaError } from '../errors.js';
 
-export type SandboxState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed' | 'destroyed';
-export type SandboxAction = 'start' | 'booted' | 'bootFailed' | 'exec' | 'stop' | 'stopped' | 'destroy' | 'crashed';
+export type SandboxState =
+  | 'created'
+  | 'starting'
+  | 'running'
+  | 'stopping'
+  | 'stopped'
+  | 'failed'
+  | 'destroyed';
+export type SandboxAction =
+  | 'start'
+  | 'booted'
+  | 'bootFailed'
+  | 'exec'
+  | 'stop'
+  | 'stopped'
+  | 'destroy'
+  | 'crashed';
 
 const TABLE: Record<SandboxAction, Partial<Record<SandboxState, SandboxState>>> = {
   start: { created: 'starting' },

@@ -92,11 +92,16 @@ export async function reap(base = runDir()): Promise<ReapReport> {
       }
     }
     const pids = qemus.filter((q) => q.id === id).map((q) => q.pid);
-    if (rec?.qemuPid && sameProcessAlive(rec.qemuPid, rec.qemuStartTime) && !pids.includes(rec.qemuPid)) {
+    if (
+      rec?.qemuPid &&
+      sameProcessAlive(rec.qemuPid, rec.qemuStartTime) &&
+      !pids.includes(rec.qemuPid)
+    ) {
       pids.push(rec.qemuPid);
     }
     // Processes still in the sandbox's cgroups (QEMU threads or a launcher) go too.
-    for (const cg of rec?.cgroups ?? []) for (const p of cgroupPids(cg)) if (!pids.includes(p)) pids.push(p);
+    for (const cg of rec?.cgroups ?? [])
+      for (const p of cgroupPids(cg)) if (!pids.includes(p)) pids.push(p);
     await killAndWait(pids);
     report.killedPids.push(...pids);
     const left = removeCgroups(rec?.cgroups ?? []);
@@ -106,7 +111,9 @@ export async function reap(base = runDir()): Promise<ReapReport> {
     report.sandboxes.push(id);
   }
   // QEMU processes of this run dir with no folder at all (folder removed by hand).
-  const orphans = qemus.filter((q) => q.id !== null && !live.has(q.id) && !entries.includes(q.id)).map((q) => q.pid);
+  const orphans = qemus
+    .filter((q) => q.id !== null && !live.has(q.id) && !entries.includes(q.id))
+    .map((q) => q.pid);
   if (orphans.length) {
     await killAndWait(orphans);
     report.killedPids.push(...orphans);

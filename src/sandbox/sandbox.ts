@@ -41,8 +41,12 @@ export interface BootReport {
   kernelToInitMs: number;
   /** Init until the agent reported ready (guest image mount and Node.js start). */
   agentStartMs: number;
-  /** Process spawn until the agent answered the handshake. */
+  /** Process spawn until the agent answered the handshake (the attempt that succeeded). */
   totalMs: number;
+  /** start() call until running, including attempts the watchdog killed. */
+  wallMs: number;
+  /** Attempts the watchdog killed: in which stage, and the last console lines. */
+  hangs: Array<{ attempt: number; stage: string; consoleTail: string[] }>;
 }
 
 /** What a driver can do; later issues add snapshot/restore and networking behind these flags. */
@@ -64,7 +68,10 @@ export interface Sandbox {
   start(): Promise<void>;
   exec(req: ExecRequest, io?: ExecIo): Promise<SandboxProcess>;
   /** exec + collect output + wait: the common case. */
-  run(argv: string[], opts?: Omit<ExecRequest, 'argv' | 'stdin'> & { input?: string | Buffer }): Promise<RunResult>;
+  run(
+    argv: string[],
+    opts?: Omit<ExecRequest, 'argv' | 'stdin'> & { input?: string | Buffer },
+  ): Promise<RunResult>;
   info(): Promise<GuestInfo>;
   readFile(path: string): Promise<Buffer>;
   writeFile(path: string, data: Buffer | string, mode?: number): Promise<void>;

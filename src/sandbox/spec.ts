@@ -25,7 +25,12 @@ const driveSchema = z
 export const sandboxSpecSchema = z
   .object({
     vcpus: z.number().int().min(1).max(32).default(SPEC_DEFAULTS.vcpus),
-    memoryMiB: z.number().int().min(128).max(64 * 1024).default(SPEC_DEFAULTS.memoryMiB),
+    memoryMiB: z
+      .number()
+      .int()
+      .min(128)
+      .max(64 * 1024)
+      .default(SPEC_DEFAULTS.memoryMiB),
     /** Guest image (read-only block device with Node.js and the agent); default: built assets. */
     guestImage: z.string().min(1).optional(),
     kernel: z.string().min(1).optional(),
@@ -75,9 +80,13 @@ export function parseSandboxSpec(input: unknown): SandboxSpec {
     ...spec.drives.map((d, i) => [`drives.${i}.path`, d.path] as const),
   ] as const) {
     if (p !== undefined && !existsSync(p)) {
-      throw new IsolaError('E_INVALID_SPEC', `invalid sandbox spec: ${field}: file ${p} does not exist`, {
-        details: { problems: [`${field}: file does not exist`] },
-      });
+      throw new IsolaError(
+        'E_INVALID_SPEC',
+        `invalid sandbox spec: ${field}: file ${p} does not exist`,
+        {
+          details: { problems: [`${field}: file does not exist`] },
+        },
+      );
     }
   }
   return spec;

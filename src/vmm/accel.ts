@@ -4,7 +4,15 @@
 // kernel and host kernel, and can be forced with ISOLA_ACCEL=kvm|tcg.
 
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  constants,
+  accessSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { type GuestAssets, cacheDir, runDir } from '../assets/paths.js';
@@ -26,9 +34,13 @@ export function qemuVersion(): string {
     const out = execFileSync(QEMU_BINARY, ['--version'], { encoding: 'utf8' });
     return /version\s+(\S+)/.exec(out)?.[1] ?? out.split('\n')[0] ?? 'unknown';
   } catch (err) {
-    throw new IsolaError('E_QEMU_NOT_FOUND', `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`, {
-      cause: err,
-    });
+    throw new IsolaError(
+      'E_QEMU_NOT_FOUND',
+      `${QEMU_BINARY} is not installed (apt-get install qemu-system-x86)`,
+      {
+        cause: err,
+      },
+    );
   }
 }
 
@@ -37,7 +49,10 @@ export function kvmUsable(): { ok: boolean; reason: string } {
     accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
     return { ok: true, reason: '/dev/kvm is present and accessible' };
   } catch (err) {
-    return { ok: false, reason: `/dev/kvm not usable: ${(err as NodeJS.ErrnoException).code ?? 'error'}` };
+    return {
+      ok: false,
+      reason: `/dev/kvm not usable: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+    };
   }
 }
 
@@ -50,7 +65,9 @@ function cacheKey(assets: GuestAssets): string {
 }
 
 /** Boot the probe guest under KVM; true when it reaches init within the time bound. */
-export async function probeKvm(assets: GuestAssets): Promise<{ ok: boolean; detail: string; ms: number }> {
+export async function probeKvm(
+  assets: GuestAssets,
+): Promise<{ ok: boolean; detail: string; ms: number }> {
   const dir = path.join(runDir(), `probe-${process.pid}-${Date.now()}`);
   mkdirSync(dir, { recursive: true });
   const t0 = performance.now();
@@ -75,13 +92,20 @@ export async function probeKvm(assets: GuestAssets): Promise<{ ok: boolean; deta
     });
     proc = await QemuProcess.spawn(args, { cgroupProcs: [] });
     try {
-      await Promise.race([proc.attachConsole(path.join(dir, 'console.sock'), ACCEL_PROBE_TIMEOUT_MS), proc.exited]);
+      await Promise.race([
+        proc.attachConsole(path.join(dir, 'console.sock'), ACCEL_PROBE_TIMEOUT_MS),
+        proc.exited,
+      ]);
       await proc.waitConsole(/ISOLA_PROBE_OK/, ACCEL_PROBE_TIMEOUT_MS);
       return { ok: true, detail: 'probe guest booted under KVM', ms: performance.now() - t0 };
     } catch (err) {
       const ms = performance.now() - t0;
       if (!proc.running) {
-        return { ok: false, detail: `QEMU with KVM failed: ${proc.stderr.slice(-3).join(' | ') || 'exited'}`, ms };
+        return {
+          ok: false,
+          detail: `QEMU with KVM failed: ${proc.stderr.slice(-3).join(' | ') || 'exited'}`,
+          ms,
+        };
       }
       return {
         ok: false,
@@ -96,19 +120,35 @@ export async function probeKvm(assets: GuestAssets): Promise<{ ok: boolean; deta
 }
 
 /** Decide the accelerator: override, else cached probe, else probe now (and cache). */
-export async function chooseAccel(assets: GuestAssets, opts: { override?: string; reprobe?: boolean } = {}): Promise<AccelDecision> {
-  const override = opts.override && opts.override !== 'auto' ? opts.override : process.env.ISOLA_ACCEL;
+export async function chooseAccel(
+  assets: GuestAssets,
+  opts: { override?: string; reprobe?: boolean } = {},
+): Promise<AccelDecision> {
+  const override =
+    opts.override && opts.override !== 'auto' ? opts.override : process.env.ISOLA_ACCEL;
   if (override && override !== 'auto') {
     if (override !== 'kvm' && override !== 'tcg') {
-      throw new IsolaError('E_INVALID_ARGUMENT', `ISOLA_ACCEL must be kvm, tcg or auto, not ${override}`);
+      throw new IsolaError(
+        'E_INVALID_ARGUMENT',
+        `ISOLA_ACCEL must be kvm, tcg or auto, not ${override}`,
+      );
     }
     return { accel: override, reason: `forced by configuration (${override})`, source: 'override' };
   }
   const key = cacheKey(assets);
   if (!opts.reprobe) {
     try {
-      const cached = JSON.parse(readFileSync(cacheFile(), 'utf8')) as AccelDecision & { key: string };
-      if (cached.key === key) return { accel: cached.accel, reason: cached.reason, source: 'cache', probedAt: cached.probedAt, probeMs: cached.probeMs };
+      const cached = JSON.parse(readFileSync(cacheFile(), 'utf8')) as AccelDecision & {
+        key: string;
+      };
+      if (cached.key === key)
+        return {
+          accel: cached.accel,
+          reason: cached.reason,
+          source: 'cache',
+          probedAt: cached.probedAt,
+          probeMs: cached.probeMs,
+        };
     } catch {
       // no cache yet
     }
@@ -116,12 +156,30 @@ export async function chooseAccel(assets: GuestAssets, opts: { override?: string
   const kvm = kvmUsable();
   let decision: AccelDecision;
   if (!kvm.ok) {
-    decision = { accel: 'tcg', reason: `${kvm.reason}; using TCG`, source: 'probe', probedAt: new Date().toISOString(), probeMs: 0 };
+    decision = {
+      accel: 'tcg',
+      reason: `${kvm.reason}; using TCG`,
+      source: 'probe',
+      probedAt: new Date().toISOString(),
+      probeMs: 0,
+    };
   } else {
     const r = await probeKvm(assets);
     decision = r.ok
-      ? { accel: 'kvm', reason: `${r.detail} in ${Math.round(r.ms)} ms`, source: 'probe', probedAt: new Date().toISOString(), probeMs: r.ms }
-      : { accel: 'tcg', reason: `${kvm.reason}, but ${r.detail}; using TCG`, source: 'probe', probedAt: new Date().toISOString(), probeMs: r.ms };
+      ? {
+          accel: 'kvm',
+          reason: `${r.detail} in ${Math.round(r.ms)} ms`,
+          source: 'probe',
+          probedAt: new Date().toISOString(),
+          probeMs: r.ms,
+        }
+      : {
+          accel: 'tcg',
+          reason: `${kvm.reason}, but ${r.detail}; using TCG`,
+          source: 'probe',
+          probedAt: new Date().toISOString(),
+          probeMs: r.ms,
+        };
   }
   mkdirSync(cacheDir(), { recursive: true });
   const tmp = `${cacheFile()}.tmp-${process.pid}`;

@@ -5,7 +5,14 @@
 // The process is placed in its cgroups before QEMU runs (the launcher writes its own pid into
 // cgroup.procs and then execs QEMU), so no guest code ever runs unconfined.
 
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmdirSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { IsolaError } from '../errors.js';
 
@@ -40,7 +47,8 @@ function ownCgroup(controller: string): string {
 
 function parentName(): string {
   const name = process.env.ISOLA_CGROUP_PARENT ?? 'isola';
-  if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new IsolaError('E_CGROUP', `bad ISOLA_CGROUP_PARENT ${name}`);
+  if (!/^[A-Za-z0-9._-]+$/.test(name))
+    throw new IsolaError('E_CGROUP', `bad ISOLA_CGROUP_PARENT ${name}`);
   return name;
 }
 
@@ -58,12 +66,17 @@ function write(file: string, value: string): void {
   try {
     writeFileSync(file, value);
   } catch (err) {
-    throw new IsolaError('E_CGROUP', `writing ${value} to ${file}: ${(err as Error).message}`, { cause: err });
+    throw new IsolaError('E_CGROUP', `writing ${value} to ${file}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
 /** Create and configure the sandbox's cgroups; returns the cgroup.procs files to join. */
-export function createSandboxCgroups(id: string, limits: CgroupLimits): { dirs: string[]; procsFiles: string[] } {
+export function createSandboxCgroups(
+  id: string,
+  limits: CgroupLimits,
+): { dirs: string[]; procsFiles: string[] } {
   const mode = cgroupMode();
   const dirs = sandboxCgroupPaths(id, mode);
   const quota = String(Math.max(1000, Math.round(limits.cpus * CPU_PERIOD_US)));
@@ -90,14 +103,19 @@ export function createSandboxCgroups(id: string, limits: CgroupLimits): { dirs: 
   } catch (err) {
     removeCgroups(dirs);
     if (err instanceof IsolaError) throw err;
-    throw new IsolaError('E_CGROUP', `creating cgroups for ${id}: ${(err as Error).message}`, { cause: err });
+    throw new IsolaError('E_CGROUP', `creating cgroups for ${id}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   return { dirs, procsFiles: dirs.map((d) => path.join(d, 'cgroup.procs')) };
 }
 
 export function cgroupPids(dir: string): number[] {
   try {
-    return readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+    return readFileSync(path.join(dir, 'cgroup.procs'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
   } catch {
     return [];
   }

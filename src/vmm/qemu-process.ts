@@ -67,7 +67,11 @@ export class QemuProcess extends EventEmitter {
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', (err) =>
-        reject(new IsolaError('E_QEMU_SPAWN', `cannot start ${QEMU_BINARY}: ${err.message}`, { cause: err })),
+        reject(
+          new IsolaError('E_QEMU_SPAWN', `cannot start ${QEMU_BINARY}: ${err.message}`, {
+            cause: err,
+          }),
+        ),
       );
     });
     const proc = new QemuProcess(child);

@@ -54,15 +54,20 @@ export class QmpClient extends EventEmitter {
   }
 
   execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
-    if (this.closed) return Promise.reject(new IsolaError('E_QMP', `QMP closed; cannot run ${command}`));
+    if (this.closed)
+      return Promise.reject(new IsolaError('E_QMP', `QMP closed; cannot run ${command}`));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const i = this.queue.findIndex((p) => p.timer === timer);
         if (i >= 0) this.queue.splice(i, 1);
-        reject(new IsolaError('E_QMP', `QMP ${command} timed out after ${QMP_COMMAND_TIMEOUT_MS} ms`));
+        reject(
+          new IsolaError('E_QMP', `QMP ${command} timed out after ${QMP_COMMAND_TIMEOUT_MS} ms`),
+        );
       }, QMP_COMMAND_TIMEOUT_MS);
       this.queue.push({ resolve, reject, timer, command });
-      this.sock.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
+      this.sock.write(
+        `${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`,
+      );
     });
   }
 
@@ -96,7 +101,9 @@ export class QmpClient extends EventEmitter {
         clearTimeout(p.timer);
         if ('error' in msg) {
           const e = msg.error as { class?: string; desc?: string };
-          p.reject(new IsolaError('E_QMP', `QMP ${p.command}: ${e.class ?? 'Error'}: ${e.desc ?? ''}`));
+          p.reject(
+            new IsolaError('E_QMP', `QMP ${p.command}: ${e.class ?? 'Error'}: ${e.desc ?? ''}`),
+          );
         } else {
           p.resolve(msg.return);
         }
@@ -132,7 +139,9 @@ export function connectUnix(path: string, timeoutMs: number): Promise<net.Socket
         if ((err.code === 'ENOENT' || err.code === 'ECONNREFUSED') && Date.now() < deadline) {
           setTimeout(attempt, 5);
         } else {
-          reject(new IsolaError('E_QMP', `cannot connect to ${path}: ${err.message}`, { cause: err }));
+          reject(
+            new IsolaError('E_QMP', `cannot connect to ${path}: ${err.message}`, { cause: err }),
+          );
         }
       });
     };

@@ -11,6 +11,15 @@ export function bootTimeoutMs(accel: Accel): number {
   return accel === 'kvm' ? 10_000 : 30_000;
 }
 
+/**
+ * First watchdog stage: CPUs released until the initramfs init runs. The kernel gets there in
+ * ~2 s under TCG here (uptime ~1.1 s at init); the hangs seen here happen in this stage, so
+ * 12 s kills them long before the whole boot budget is spent.
+ */
+export function kernelBootTimeoutMs(accel: Accel): number {
+  return accel === 'kvm' ? 5_000 : 12_000;
+}
+
 /** QEMU creating its QMP socket and answering the greeting (no guest code involved). */
 export const QMP_CONNECT_TIMEOUT_MS = 10_000;
 /** Graceful guest shutdown (agent `shutdown`, guest powers off) before SIGKILL. */

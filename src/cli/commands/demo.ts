@@ -13,11 +13,15 @@ export async function demo(_argv: string[]): Promise<number> {
     say(`isola demo: booting micro-VM ${sandbox.id} ...`);
     await sandbox.start();
     const b = sandbox.boot!;
-    say(`booted with ${b.accel.toUpperCase()} in ${ms(b.totalMs)} (QEMU ${ms(b.qemuStartMs)}, kernel to init ${ms(b.kernelToInitMs)}, agent ${ms(b.agentStartMs)}; watchdog retries ${b.retries})`);
+    say(
+      `booted with ${b.accel.toUpperCase()} in ${ms(b.totalMs)} (QEMU ${ms(b.qemuStartMs)}, kernel to init ${ms(b.kernelToInitMs)}, agent ${ms(b.agentStartMs)}; watchdog retries ${b.retries})`,
+    );
     const info = await sandbox.info();
     say(`host kernel:  ${os.release()}`);
     say(`guest kernel: ${info.kernelRelease} (${info.kernelVersion})`);
-    say(`guest: hostname ${info.hostname}, ${info.cpus} vCPU, ${Math.round(info.memTotalBytes / 2 ** 20)} MiB RAM, Node.js ${info.nodeVersion}, agent ${info.agentVersion}`);
+    say(
+      `guest: hostname ${info.hostname}, ${info.cpus} vCPU, ${Math.round(info.memTotalBytes / 2 ** 20)} MiB RAM, Node.js ${info.nodeVersion}, agent ${info.agentVersion}`,
+    );
     const sh = await sandbox.run(['sh', '-c', 'echo "pid 1 is $(cat /proc/1/comm)"; uname -a; id']);
     say(`$ sh -c 'echo pid 1 ...; uname -a; id'  (exit ${sh.exitCode})`);
     for (const line of sh.stdout.trimEnd().split('\n')) say(`  ${line}`);

@@ -2,7 +2,7 @@
 // `kata-runtime check`. Each check says ok / warn / fail and why; exit code 1 when a required
 // check fails.
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, rmdirSync } from 'node:fs';
+import { constants, accessSync, existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { type GuestAssets, loadAssets, runDir } from '../../assets/paths.js';
@@ -59,13 +59,17 @@ function checkAssets(): { check: Check; assets: GuestAssets | null } {
       },
     };
   } catch (err) {
-    return { assets: null, check: { name: 'guest-assets', status: 'fail', detail: toIsolaError(err).message } };
+    return {
+      assets: null,
+      check: { name: 'guest-assets', status: 'fail', detail: toIsolaError(err).message },
+    };
   }
 }
 
 function checkCgroups(): Check {
   const mode = cgroupMode();
-  if (mode === 'none') return { name: 'cgroups', status: 'fail', detail: 'no cgroup hierarchy found' };
+  if (mode === 'none')
+    return { name: 'cgroups', status: 'fail', detail: 'no cgroup hierarchy found' };
   // Try creating and removing a sandbox cgroup for real.
   const dirs = sandboxCgroupPaths(`doctor-${process.pid}`, mode);
   try {
@@ -79,7 +83,12 @@ function checkCgroups(): Check {
     };
   } catch (err) {
     for (const d of dirs) if (existsSync(d)) rmdirSync(d);
-    return { name: 'cgroups', status: 'fail', detail: `cannot create sandbox cgroups: ${(err as Error).message}`, data: { mode } };
+    return {
+      name: 'cgroups',
+      status: 'fail',
+      detail: `cannot create sandbox cgroups: ${(err as Error).message}`,
+      data: { mode },
+    };
   }
 }
 
@@ -92,20 +101,28 @@ function checkNetwork(): Check[] {
   } catch {
     tun = false;
   }
-  out.push({ name: 'tun', status: tun ? 'ok' : 'warn', detail: tun ? '/dev/net/tun usable' : '/dev/net/tun missing: no sandbox networking' });
+  out.push({
+    name: 'tun',
+    status: tun ? 'ok' : 'warn',
+    detail: tun ? '/dev/net/tun usable' : '/dev/net/tun missing: no sandbox networking',
+  });
   const ns = `isola-doctor-${process.pid}`;
   const added = tryRun('ip', ['netns', 'add', ns]) !== null;
   if (added) tryRun('ip', ['netns', 'delete', ns]);
   out.push({
     name: 'netns',
     status: added ? 'ok' : 'warn',
-    detail: added ? 'network namespaces can be created' : 'cannot create network namespaces (ip netns add failed)',
+    detail: added
+      ? 'network namespaces can be created'
+      : 'cannot create network namespaces (ip netns add failed)',
   });
   const vsock = existsSync('/dev/vhost-vsock');
   out.push({
     name: 'agent-transport',
     status: 'ok',
-    detail: vsock ? 'vhost-vsock available; virtio-serial in use' : 'no /dev/vhost-vsock: virtio-serial (needs no vhost)',
+    detail: vsock
+      ? 'vhost-vsock available; virtio-serial in use'
+      : 'no /dev/vhost-vsock: virtio-serial (needs no vhost)',
     data: { vhostVsock: vsock, transport: 'virtio-serial' },
   });
   return out;
@@ -117,7 +134,11 @@ function checkRunDir(): Check {
     mkdirSync(sandboxesDir(dir), { recursive: true });
     accessSync(dir, constants.W_OK);
   } catch (err) {
-    return { name: 'run-dir', status: 'fail', detail: `${dir} not writable: ${(err as Error).message}` };
+    return {
+      name: 'run-dir',
+      status: 'fail',
+      detail: `${dir} not writable: ${(err as Error).message}`,
+    };
   }
   return { name: 'run-dir', status: 'ok', detail: dir };
 }
@@ -133,7 +154,11 @@ export async function doctor(argv: string[]): Promise<number> {
   });
   try {
     const checks: Check[] = [];
-    checks.push({ name: 'host', status: 'ok', detail: `${os.type()} ${os.release()}, ${os.cpus().length} CPUs, ${Math.round(os.totalmem() / 2 ** 30)} GiB` });
+    checks.push({
+      name: 'host',
+      status: 'ok',
+      detail: `${os.type()} ${os.release()}, ${os.cpus().length} CPUs, ${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+    });
     checks.push(checkQemu());
     const { check, assets } = checkAssets();
     checks.push(check);
@@ -147,14 +172,20 @@ export async function doctor(argv: string[]): Promise<number> {
         data: { ...d, kvmDevice: kvm.ok },
       });
     } else {
-      checks.push({ name: 'accelerator', status: 'fail', detail: `cannot probe without guest assets (${kvm.reason})` });
+      checks.push({
+        name: 'accelerator',
+        status: 'fail',
+        detail: `cannot probe without guest assets (${kvm.reason})`,
+      });
     }
     checks.push(checkCgroups());
     checks.push(...checkNetwork());
     checks.push(checkRunDir());
     let leftovers: string[] = [];
     try {
-      leftovers = (await import('node:fs')).readdirSync(sandboxesDir()).filter((id) => readOwnerRecord(path.join(sandboxesDir(), id)) !== null);
+      leftovers = (await import('node:fs'))
+        .readdirSync(sandboxesDir())
+        .filter((id) => readOwnerRecord(path.join(sandboxesDir(), id)) !== null);
     } catch {
       leftovers = [];
     }
@@ -167,7 +198,12 @@ export async function doctor(argv: string[]): Promise<number> {
         data: { ...r },
       });
     } else {
-      checks.push({ name: 'sandboxes', status: 'ok', detail: `${leftovers.length} sandbox folders in the run dir`, data: { ids: leftovers } });
+      checks.push({
+        name: 'sandboxes',
+        status: 'ok',
+        detail: `${leftovers.length} sandbox folders in the run dir`,
+        data: { ids: leftovers },
+      });
     }
     const failed = checks.some((c) => c.status === 'fail');
     if (values.json) {

@@ -23,7 +23,8 @@ export async function sandboxRun(argv: string[]): Promise<number> {
   });
   const cmd = dd >= 0 ? argv.slice(dd + 1) : [];
   try {
-    if (cmd.length === 0) throw usageError('missing command: isola sandbox run [options] -- CMD [ARGS...]');
+    if (cmd.length === 0)
+      throw usageError('missing command: isola sandbox run [options] -- CMD [ARGS...]');
     const env: Record<string, string> = {};
     for (const kv of values.env ?? []) {
       const i = kv.indexOf('=');
@@ -81,7 +82,9 @@ async function runIn(sandbox: Sandbox, cmd: string[], verbose: boolean): Promise
     process.stdin.off('end', onEnd);
     process.stdin.destroy();
     if (status.exitCode !== null) return status.exitCode;
-    const signo = status.signal ? (os.constants.signals as Record<string, number>)[status.signal] : undefined;
+    const signo = status.signal
+      ? (os.constants.signals as Record<string, number>)[status.signal]
+      : undefined;
     return 128 + (signo ?? 0);
   } finally {
     process.off('SIGINT', forward);
