@@ -234,25 +234,26 @@ async function readChunk(
   offset: number,
   length: number,
 ): Promise<{ result: unknown; body: Buffer }> {
+  let fh: Awaited<ReturnType<typeof open>> | null = null;
   try {
-    const size = (await stat(path)).size;
-    if (offset === 0 && size <= length) {
-      const body = await fsReadFile(path);
-      return { result: { size: body.length, eof: true }, body };
+    fh = await open(path, 'r');
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      // Devices and pipes have no size (/dev/zero never ends): one bounded read, no seeking.
+      const buf = Buffer.alloc(length);
+      const { bytesRead } = await fh.read(buf, 0, length, null);
+      return { result: { size: null, eof: bytesRead === 0 }, body: buf.subarray(0, bytesRead) };
     }
-    const fh = await open(path, 'r');
-    try {
-      const buf = Buffer.alloc(Math.max(0, Math.min(length, size - offset)));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-      return {
-        result: { size, eof: offset + bytesRead >= size },
-        body: buf.subarray(0, bytesRead),
-      };
-    } finally {
-      await fh.close();
-    }
+    const buf = Buffer.alloc(Math.max(0, Math.min(length, st.size - offset)));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+    return {
+      result: { size: st.size, eof: offset + bytesRead >= st.size },
+      body: buf.subarray(0, bytesRead),
+    };
   } catch (err) {
     throw new AgentError('E_GUEST_IO', (err as Error).message);
+  } finally {
+    await fh?.close();
   }
 }
 

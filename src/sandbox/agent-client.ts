@@ -19,6 +19,8 @@ import {
 
 /** Default time a single agent request may take (not a process run time: `wait` has none). */
 export const AGENT_REQUEST_TIMEOUT_MS = 30_000;
+/** readFile collects the whole file in host memory; beyond this it is an error, not an OOM. */
+export const READ_FILE_MAX_BYTES = 64 * 1024 * 1024;
 /** Events for exec ids not yet known are kept (they can race the exec reply) up to this many. */
 const MAX_EARLY_EVENTS = 10_000;
 
@@ -171,6 +173,12 @@ export class AgentClient extends EventEmitter {
       parts.push(body);
       offset += body.length;
       if ((result as { eof: boolean }).eof || body.length === 0) break;
+      if (offset > READ_FILE_MAX_BYTES) {
+        throw new IsolaError(
+          'E_GUEST_IO',
+          `${path} is larger than ${READ_FILE_MAX_BYTES} bytes (or a device that never ends)`,
+        );
+      }
     }
     return Buffer.concat(parts);
   }

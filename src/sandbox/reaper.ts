@@ -104,6 +104,10 @@ export async function reap(base = runDir()): Promise<ReapReport> {
       for (const p of cgroupPids(cg)) if (!pids.includes(p)) pids.push(p);
     await killAndWait(pids);
     report.killedPids.push(...pids);
+    // A killed process stays in its cgroup until its parent has reaped it.
+    const deadline = Date.now() + KILL_WAIT_MS;
+    while (Date.now() < deadline && (rec?.cgroups ?? []).some((cg) => cgroupPids(cg).length > 0))
+      await sleep(20);
     const left = removeCgroups(rec?.cgroups ?? []);
     report.cgroups.push(...(rec?.cgroups ?? []).filter((c) => !left.includes(c)));
     if (left.length) report.errors.push(`cgroups still busy: ${left.join(', ')}`);

@@ -12,22 +12,40 @@ import { connectUnix } from './qmp.js';
 export const QEMU_BINARY = process.env.ISOLA_QEMU ?? 'qemu-system-x86_64';
 /** Console lines kept for diagnostics (boot failures quote the tail). */
 const CONSOLE_LINES_KEPT = 200;
+/** After SIGKILL to QEMU, time for the launcher to reap it and exit before it is killed too. */
+const KILL_GRACE_MS = 2_000;
 /** Exit code the launcher uses when it cannot join the sandbox cgroup. */
 const LAUNCHER_CGROUP_FAILED = 97;
 
 /**
- * The launcher runs before QEMU: it moves itself into the cgroups (so QEMU starts confined), then
- * execs QEMU through setpriv so that QEMU gets SIGKILL when its parent (this process) dies.
- * ISOLA_PDEATHSIG=0 turns the latter off (the reaper test uses it to show the reaper alone
- * suffices).
+ * QEMU is started by a small shell launcher that stays its parent:
+ *
+ *   isola (node) -> [setpriv --pdeathsig KILL] sh OUTER -> sh INNER -exec-> [setpriv] qemu
+ *
+ * INNER joins the sandbox cgroups (so QEMU starts confined), reports its pid (QEMU's, after exec)
+ * on stderr and execs QEMU. OUTER waits for it and exits with its status. Keeping OUTER as QEMU's
+ * parent means a killed QEMU is always reaped at once, even when isola itself died and the host's
+ * PID 1 does not reap orphans (seen on these machines); a zombie would keep the cgroup busy.
+ * The parent-death signals chain isola -> OUTER -> QEMU. ISOLA_PDEATHSIG=0 turns them off (the
+ * reaper test uses it to show the reaper alone suffices). SIGPIPE is ignored: QEMU must outlive
+ * a broken pipe to a dead owner; the reaper decides its fate.
  */
-const LAUNCHER = [
-  // QEMU must outlive a broken console pipe (the reaper, not SIGPIPE, decides its fate).
-  "trap '' PIPE",
-  'for f in $ISOLA_CGROUP_PROCS; do echo $$ > "$f" || exit ' + LAUNCHER_CGROUP_FAILED + '; done',
-  'if [ "${ISOLA_PDEATHSIG:-1}" != 0 ] && command -v setpriv >/dev/null 2>&1; then exec setpriv --pdeathsig SIGKILL -- "$@"; fi',
+const INNER = [
+  `for f in $ISOLA_CGROUP_PROCS; do echo $$ > "$f" || exit ${LAUNCHER_CGROUP_FAILED}; done`,
+  'echo "ISOLA_QEMU_PID $$" >&2',
+  'if [ -n "$ISOLA_SETPRIV" ]; then exec "$ISOLA_SETPRIV" --pdeathsig SIGKILL -- "$@"; fi',
   'exec "$@"',
 ].join('\n');
+const OUTER = [
+  "trap '' PIPE",
+  '/bin/sh -c "$ISOLA_INNER" isola-qemu "$@" &',
+  'child=$!',
+  "trap 'kill -KILL $child 2>/dev/null' TERM INT HUP",
+  'while :; do wait $child; st=$?; kill -0 $child 2>/dev/null || exit $st; done',
+].join('\n');
+/** The launcher reports QEMU's pid within milliseconds; this only guards against a stuck fork. */
+const PID_REPORT_TIMEOUT_MS = 10_000;
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p)) ?? null;
 
 export interface QemuExit {
   code: number | null;
@@ -42,10 +60,10 @@ export class QemuProcess extends EventEmitter {
   readonly exited: Promise<QemuExit>;
   private exitInfo: QemuExit | null = null;
 
-  private constructor(child: ChildProcess) {
+  private constructor(child: ChildProcess, pid: number) {
     super();
     this.child = child;
-    this.pid = child.pid!;
+    this.pid = pid;
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
         this.exitInfo = { code, signal };
@@ -54,28 +72,68 @@ export class QemuProcess extends EventEmitter {
       });
     });
     lineReader(child.stderr!, (line) => {
+      if (line.startsWith('ISOLA_QEMU_PID ')) return;
       this.stderr.push(line);
       if (this.stderr.length > CONSOLE_LINES_KEPT) this.stderr.shift();
     });
   }
 
   static async spawn(args: string[], opts: { cgroupProcs: string[] }): Promise<QemuProcess> {
-    const child = spawn('/bin/sh', ['-c', LAUNCHER, 'isola-launch', QEMU_BINARY, ...args], {
+    const pdeathsig = process.env.ISOLA_PDEATHSIG !== '0' && SETPRIV !== null;
+    const outer = ['/bin/sh', '-c', OUTER, 'isola-launch', QEMU_BINARY, ...args];
+    const [cmd, ...cmdArgs] = pdeathsig
+      ? [SETPRIV!, '--pdeathsig', 'SIGKILL', '--', ...outer]
+      : outer;
+    const child = spawn(cmd!, cmdArgs, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, ISOLA_CGROUP_PROCS: opts.cgroupProcs.join(' ') },
+      env: {
+        ...process.env,
+        ISOLA_CGROUP_PROCS: opts.cgroupProcs.join(' '),
+        ISOLA_INNER: INNER,
+        ISOLA_SETPRIV: pdeathsig ? SETPRIV! : '',
+      },
     });
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', (err) =>
+    const pid = await new Promise<number>((resolve, reject) => {
+      let buf = '';
+      const timer = setTimeout(
+        () => fail(new Error(`no pid from the launcher within ${PID_REPORT_TIMEOUT_MS} ms`)),
+        PID_REPORT_TIMEOUT_MS,
+      );
+      const fail = (err: Error) => {
+        clearTimeout(timer);
+        child.stderr!.off('data', onData);
+        child.kill('SIGKILL');
         reject(
-          new IsolaError('E_QEMU_SPAWN', `cannot start ${QEMU_BINARY}: ${err.message}`, {
-            cause: err,
-          }),
+          new IsolaError(
+            'E_QEMU_SPAWN',
+            `cannot start ${QEMU_BINARY}: ${err.message} ${buf.trim()}`,
+            { cause: err },
+          ),
+        );
+      };
+      const onData = (d: Buffer) => {
+        buf += d.toString();
+        const m = /ISOLA_QEMU_PID (\d+)/.exec(buf);
+        if (m) {
+          clearTimeout(timer);
+          child.stderr!.off('data', onData);
+          child.stderr!.unshift(Buffer.from(buf.slice(buf.indexOf('\n', m.index) + 1)));
+          resolve(Number(m[1]));
+        }
+      };
+      child.stderr!.on('data', onData);
+      child.once('error', fail);
+      child.once('exit', (code) =>
+        fail(
+          new Error(
+            `launcher exited with ${code}${code === LAUNCHER_CGROUP_FAILED ? ' (could not join the sandbox cgroup)' : ''}`,
+          ),
         ),
       );
     });
-    const proc = new QemuProcess(child);
-    return proc;
+    child.removeAllListeners('exit');
+    child.removeAllListeners('error');
+    return new QemuProcess(child, pid);
   }
 
   /** Connect to the console socket and follow the guest console line by line. */
@@ -132,7 +190,16 @@ export class QemuProcess extends EventEmitter {
 
   /** SIGKILL and wait for the exit; idempotent. */
   async kill(): Promise<void> {
-    if (this.running) this.child.kill('SIGKILL');
+    if (this.running) {
+      try {
+        process.kill(this.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), KILL_GRACE_MS);
+      await this.exited;
+      clearTimeout(timer);
+    }
     await this.exited;
     this.consoleSocket?.destroy();
   }
