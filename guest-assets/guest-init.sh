@@ -10,9 +10,6 @@ ip link set lo up 2>/dev/null
 read up _ < /proc/uptime
 echo "ISOLA_AGENT_START uptime=$up" > /dev/console
 /usr/bin/node --max-semi-space-size=1 /opt/isola/agent/src/guest/main.js </dev/null >/dev/console 2>&1 &
-# Off the boot path: the balloon driver reports free guest pages to QEMU (free page reporting),
-# which gives them back to the host; without it a guest keeps every page it ever touched.
-( insmod /lib/modules/isola/virtio_balloon.ko && echo ${ISOLA_REPORT_ORDER:-0} > /sys/module/page_reporting/parameters/page_reporting_order ) 2>/dev/null &
 # `wait` reaps every child of PID 1, orphans included, until the agent has exited.
 wait
 echo "ISOLA_AGENT_EXITED" > /dev/console

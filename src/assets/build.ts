@@ -139,6 +139,7 @@ interface Inputs {
   agent: string[];
   initramfsInit: string;
   guestInit: string;
+  postBoot: string;
 }
 
 function collectInputs(debDir: string): Inputs {
@@ -153,6 +154,7 @@ function collectInputs(debDir: string): Inputs {
     agent: agentFiles(),
     initramfsInit: path.join(REPO_ROOT, 'guest-assets/initramfs-init.sh'),
     guestInit: path.join(REPO_ROOT, 'guest-assets/guest-init.sh'),
+    postBoot: path.join(REPO_ROOT, 'guest-assets/post-boot.sh'),
   };
 }
 
@@ -169,6 +171,7 @@ function inputsDigest(inp: Inputs): string {
     ...inp.agent,
     inp.initramfsInit,
     inp.guestInit,
+    inp.postBoot,
   ]) {
     h.update(
       `${path.relative(REPO_ROOT, f).startsWith('..') ? f : path.relative(REPO_ROOT, f)} ${sha256File(f)}\n`,
@@ -292,6 +295,7 @@ function stageRootfs(stage: string, inp: Inputs, guestInit: string, kernelModDir
   }
   writeFileSync(path.join(stage, 'opt/isola/agent/package.json'), '{"type":"module"}\n');
   copyFileSync(guestInit, path.join(stage, 'opt/isola/init'));
+  copyFileSync(inp.postBoot, path.join(stage, 'opt/isola/post-boot'));
   mk('lib/modules/isola');
   for (const m of EXTRA_MODULES)
     copyFileSync(

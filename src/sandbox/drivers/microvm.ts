@@ -47,7 +47,7 @@ import { type SandboxSpec, type SandboxSpecInput, parseSandboxSpec } from '../sp
  */
 const DEFAULT_OVERHEAD_MIB = 192;
 /** TCG translation cache: 64 MiB holds a booted kernel + Node.js without thrashing. */
-const TCG_TB_SIZE_MIB = 32;
+const TCG_TB_SIZE_MIB = Number(process.env.ISOLA_TCG_TB_MIB ?? 64);
 /** pids limit for the QEMU process: vCPU threads, I/O and RCU threads, with headroom. */
 const DEFAULT_PIDS_LIMIT = 128;
 /** QEMU threads that work besides the vCPUs (I/O, main loop) get half a CPU in the CPU quota. */
