@@ -2,7 +2,7 @@
 // own kernel, stdio, stdin, signals, concurrency, files, limits.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,17 +19,28 @@ describe('microvm sandbox', () => {
   const driver = new MicroVmDriver();
   let sb: Sandbox;
 
+  // Extra block devices: a read-only one with known content and a writable scratch disk.
+  const diskDir = mkdtempSync(path.join(os.tmpdir(), 'isola-test-disks-'));
+  const roDisk = path.join(diskDir, 'ro.img');
+  const rwDisk = path.join(diskDir, 'rw.img');
+  const roContent = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < roContent.length; i++) roContent[i] = (i * 7 + 3) & 0xff;
+
   before(async () => {
+    writeFileSync(roDisk, roContent);
+    writeFileSync(rwDisk, Buffer.alloc(1024 * 1024));
     sb = await driver.create({
       memoryMiB: MEMORY_MIB,
       vcpus: VCPUS,
       env: { SANDBOX_WIDE: 'yes' },
       hostname: 'shared-box',
+      drives: [{ path: roDisk }, { path: rwDisk, readonly: false }],
     });
     await sb.start();
   });
   after(async () => {
     await sb?.destroy();
+    rmSync(diskDir, { recursive: true, force: true });
   });
 
   test('boots with its own kernel, not the host kernel', async (t) => {
@@ -134,6 +145,26 @@ describe('microvm sandbox', () => {
       sb.readFile('/nope'),
       (e: unknown) => e instanceof IsolaError && e.code === 'E_GUEST_IO',
     );
+  });
+
+  test('extra block devices appear in order, read-only and writable as asked', async () => {
+    const ro = await sb.run([
+      'sh',
+      '-c',
+      'sha256sum /dev/vdb; cat /sys/block/vdb/ro /sys/block/vdc/ro',
+    ]);
+    const [sum, roFlag, rwFlag] = ro.stdout.trim().split('\n');
+    assert.equal(sum?.split(' ')[0], createHash('sha256').update(roContent).digest('hex'));
+    assert.deepEqual([roFlag, rwFlag], ['1', '0']);
+    const w = await sb.run([
+      'sh',
+      '-c',
+      'echo written-in-guest | dd of=/dev/vdc conv=fsync 2>/dev/null; sync',
+    ]);
+    assert.equal(w.exitCode, 0);
+    assert.equal(readFileSync(rwDisk).subarray(0, 17).toString(), 'written-in-guest\n');
+    const denied = await sb.run(['sh', '-c', 'echo x | dd of=/dev/vdb 2>&1']);
+    assert.notEqual(denied.exitCode, 0, 'writing the read-only disk fails');
   });
 
   test('guest resources match the spec', async () => {
