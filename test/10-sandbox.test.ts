@@ -167,6 +167,22 @@ describe('microvm sandbox', () => {
     assert.notEqual(denied.exitCode, 0, 'writing the read-only disk fails');
   });
 
+  test('the guest clock runs at host speed and shows the host time', async () => {
+    const uptime = async () => Number((await sb.readFile('/proc/uptime')).toString().split(' ')[0]);
+    const h0 = performance.now();
+    const g0 = await uptime();
+    await new Promise((r) => setTimeout(r, 3000));
+    const g1 = await uptime();
+    const hostS = (performance.now() - h0) / 1000;
+    assert.ok(g0 > 0, '/proc/uptime is readable');
+    assert.ok(
+      Math.abs(g1 - g0 - hostS) < 0.5,
+      `guest advanced ${g1 - g0} s while the host advanced ${hostS} s`,
+    );
+    const guestNow = Number((await sb.run(['date', '+%s'])).stdout.trim());
+    assert.ok(Math.abs(guestNow - Date.now() / 1000) < 5, `guest time ${guestNow}`);
+  });
+
   test('guest resources match the spec', async () => {
     const info = await sb.info();
     assert.equal(info.cpus, VCPUS);

@@ -238,18 +238,13 @@ async function readChunk(
   try {
     fh = await open(path, 'r');
     const st = await fh.stat();
-    if (!st.isFile()) {
-      // Devices and pipes have no size (/dev/zero never ends): one bounded read, no seeking.
-      const buf = Buffer.alloc(length);
-      const { bytesRead } = await fh.read(buf, 0, length, null);
-      return { result: { size: null, eof: bytesRead === 0 }, body: buf.subarray(0, bytesRead) };
-    }
-    const buf = Buffer.alloc(Math.max(0, Math.min(length, st.size - offset)));
-    const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-    return {
-      result: { size: st.size, eof: offset + bytesRead >= st.size },
-      body: buf.subarray(0, bytesRead),
-    };
+    // Regular files are read at the offset. /proc and /sys files say size 0 but have content,
+    // and devices and pipes cannot seek (/dev/zero never ends): for those, one bounded read.
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(buf, 0, length, st.isFile() ? offset : null);
+    const size = st.isFile() && st.size > 0 ? st.size : null;
+    const eof = size !== null ? offset + bytesRead >= size : bytesRead < length;
+    return { result: { size, eof }, body: buf.subarray(0, bytesRead) };
   } catch (err) {
     throw new AgentError('E_GUEST_IO', (err as Error).message);
   } finally {

@@ -254,6 +254,20 @@ describe('kernelCmdline', () => {
     assert.ok(!kernelCmdline(vm({ accel: 'kvm' })).includes('mitigations'));
   });
 
+  test('a known TSC frequency skips calibration, never in probe mode', () => {
+    const words = kernelCmdline(vm({ tscKhz: 2596161.4 })).split(' ');
+    assert.ok(words.includes('tsc_early_khz=2596161'));
+    assert.ok(words.includes('tsc=reliable'));
+    assert.ok(!kernelCmdline(vm()).includes('tsc_early_khz'));
+    assert.ok(!kernelCmdline(vm({ tscKhz: 2596161, probe: true })).includes('tsc_early_khz'));
+  });
+
+  test('guest RAM is a memfd backend of the configured size', () => {
+    const args = buildQemuArgs(vm({ memoryMiB: 384 }));
+    assert.ok(valuesOf(args, '-object').includes('memory-backend-memfd,id=ram,size=384M,share=on'));
+    assert.match(valuesOf(args, '-M')[0]!, /memory-backend=ram/);
+  });
+
   test('isola.probe=1 only in probe mode', () => {
     assert.ok(!kernelCmdline(vm()).includes('isola.probe'));
     assert.ok(

@@ -39,6 +39,11 @@ export interface VmDescription {
   tcgTbSizeMiB: number;
   /** Boot probe: the initramfs prints a marker and powers off without mounting anything. */
   probe?: boolean;
+  /**
+   * TSC frequency in kHz, when known (TCG): the guest skips its TSC calibration, which hangs the
+   * boot now and then under TCG (see vmm/accel.ts tcgTscKhz).
+   */
+  tscKhz?: number;
   /** Extra kernel command-line words (validated by the caller). */
   kernelArgs?: string[];
 }
@@ -65,6 +70,10 @@ export function kernelCmdline(vm: VmDescription): string {
     // Spectre/Meltdown mitigations protect guest processes from each other inside one sandbox
     // (which holds one tenant's workload); under TCG they only cost time. Kept on under KVM.
     words.push('mitigations=off');
+  }
+  if (vm.tscKhz && !vm.probe) {
+    // The guest's TSC is the host's under TCG: constant and monotonic, so no watchdog needed.
+    words.push(`tsc_early_khz=${Math.round(vm.tscKhz)}`, 'tsc=reliable');
   }
   if (vm.probe) words.push('isola.probe=1');
   if (vm.kernelArgs) words.push(...vm.kernelArgs);

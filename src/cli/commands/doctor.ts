@@ -9,7 +9,7 @@ import { type GuestAssets, loadAssets, runDir } from '../../assets/paths.js';
 import { toIsolaError } from '../../errors.js';
 import { reap } from '../../sandbox/reaper.js';
 import { readOwnerRecord, sandboxesDir } from '../../sandbox/run-record.js';
-import { chooseAccel, kvmUsable, qemuVersion } from '../../vmm/accel.js';
+import { chooseAccel, kvmUsable, qemuVersion, tcgTscKhz } from '../../vmm/accel.js';
 import { cgroupMode, sandboxCgroupPaths } from '../../vmm/cgroup.js';
 import { QEMU_BINARY } from '../../vmm/qemu-process.js';
 import { parseCli, printJson, reportError } from '../output.js';
@@ -165,11 +165,12 @@ export async function doctor(argv: string[]): Promise<number> {
     const kvm = kvmUsable();
     if (assets) {
       const d = await chooseAccel(assets, { reprobe: values.reprobe === true });
+      const tscKhz = d.accel === 'tcg' ? await tcgTscKhz(assets) : null;
       checks.push({
         name: 'accelerator',
         status: 'ok',
-        detail: `${d.accel}: ${d.reason} (${d.source}${d.probedAt ? `, probed ${d.probedAt}` : ''})`,
-        data: { ...d, kvmDevice: kvm.ok },
+        detail: `${d.accel}: ${d.reason} (${d.source}${d.probedAt ? `, probed ${d.probedAt}` : ''})${tscKhz ? `; guest TSC ${tscKhz} kHz (calibrated once, skips in-guest calibration)` : ''}`,
+        data: { ...d, kvmDevice: kvm.ok, tscKhz },
       });
     } else {
       checks.push({

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { loadAssets, runDir } from '../../assets/paths.js';
 import { IsolaError, toIsolaError } from '../../errors.js';
 import type { GuestInfo } from '../../protocol/messages.js';
-import { type AccelDecision, chooseAccel } from '../../vmm/accel.js';
+import { type AccelDecision, chooseAccel, tcgTscKhz } from '../../vmm/accel.js';
 import {
   cgroupPids,
   createSandboxCgroups,
@@ -57,6 +57,7 @@ export class MicroVmDriver implements SandboxDriver {
   readonly name = 'microvm';
   private reaped: Promise<unknown> | null = null;
   private accel: Promise<AccelDecision> | null = null;
+  private tsc: Promise<number | null> | null = null;
 
   /** Clean what a crashed process left in the run dir; once per driver instance. */
   private ensureReaped(): Promise<unknown> {
@@ -75,8 +76,13 @@ export class MicroVmDriver implements SandboxDriver {
       this.accel ??= chooseAccel(assets);
       decision = await this.accel;
     }
+    let tscKhz: number | null = null;
+    if (decision.accel === 'tcg') {
+      this.tsc ??= tcgTscKhz(assets);
+      tscKhz = await this.tsc;
+    }
     const id = `sb-${randomBytes(6).toString('hex')}`;
-    return new MicroVmSandbox(id, spec, decision.accel, {
+    return new MicroVmSandbox(id, spec, decision.accel, tscKhz, {
       kernel: spec.kernel ?? assets.kernel,
       initrd: spec.initrd ?? assets.initrd,
       rootfs: spec.guestImage ?? assets.rootfs,
@@ -105,6 +111,7 @@ class MicroVmSandbox implements Sandbox {
     readonly id: string,
     private readonly spec: SandboxSpec,
     private readonly accel: Accel,
+    private readonly tscKhz: number | null,
     private readonly files: { kernel: string; initrd: string; rootfs: string },
   ) {
     this.dir = sandboxDir(id);
@@ -234,6 +241,7 @@ class MicroVmSandbox implements Sandbox {
       consoleSocket,
       paused: true,
       tcgTbSizeMiB: TCG_TB_SIZE_MIB,
+      ...(this.tscKhz ? { tscKhz: this.tscKhz } : {}),
     });
     const qemu = await QemuProcess.spawn(args, { cgroupProcs: cg.procsFiles });
     const attempt: Attempt = { qemu, qmp: null, agent: null };
