@@ -58,6 +58,24 @@ export const ERROR_CODES = {
   E_EXEC_NOT_FOUND: { exit: 4, http: 404, doc: 'No process with that exec id in the guest.' },
   E_GUEST_IO: { exit: 4, http: 500, doc: 'A file operation inside the guest failed.' },
   E_ACCEL_PROBE: { exit: 4, http: 500, doc: 'The accelerator probe could not run.' },
+  E_OCI_INVALID_CONFIG: {
+    exit: 2,
+    http: 400,
+    doc: 'An OCI bundle config.json (or exec process.json) is invalid, or names a missing rootfs.',
+  },
+  E_OCI_UNSUPPORTED: {
+    exit: 2,
+    http: 400,
+    doc: 'The OCI config asks for something isola-runtime does not support (see docs/spec-conformance.md).',
+  },
+  E_OCI_EXISTS: { exit: 1, http: 409, doc: 'A container with that id already exists.' },
+  E_OCI_NOT_FOUND: { exit: 1, http: 404, doc: 'No container with that id.' },
+  E_OCI_STATE: {
+    exit: 1,
+    http: 409,
+    doc: 'The operation is illegal in the container state (OCI lifecycle).',
+  },
+  E_OCI_HOOK: { exit: 1, http: 500, doc: 'A hook from config.json failed or timed out.' },
   E_INTERNAL: { exit: 70, http: 500, doc: 'An unexpected internal error (a bug).' },
 } as const satisfies Record<string, { exit: number; http: number; doc: string }>;
 
