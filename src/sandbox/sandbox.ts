@@ -75,6 +75,9 @@ export interface Sandbox {
   info(): Promise<GuestInfo>;
   readFile(path: string): Promise<Buffer>;
   writeFile(path: string, data: Buffer | string, mode?: number): Promise<void>;
+  /** Freeze every vCPU (the guest stops running, memory stays); resume() continues it. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
   /** Graceful shutdown of the guest (kill after the stop timeout). */
   stop(): Promise<void>;
   /** Release everything (process, cgroups, sockets, run directory); idempotent. */

@@ -353,6 +353,16 @@ class MicroVmSandbox implements Sandbox {
     return this.requireRunning().writeFile(p, data, mode);
   }
 
+  async pause(): Promise<void> {
+    this.requireRunning();
+    await this.current!.qmp!.execute('stop');
+  }
+
+  async resume(): Promise<void> {
+    this.requireRunning();
+    await this.current!.qmp!.execute('cont');
+  }
+
   async stop(): Promise<void> {
     if (this._state === 'stopped' || this._state === 'created') {
       this.move('stop');
