@@ -10,8 +10,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # qemu-system-x86: the VMM; busybox-static: the guest's shell tools; e2fsprogs: mkfs.ext4 -d for
 # the guest image; util-linux: setpriv (parent-death signal for QEMU); cpio: initramfs checks in
 # the tests; iproute2: network checks in `isola doctor`; lz4/xz-utils/zstd: unpacking the kernel
-# from its bzImage so QEMU can boot it uncompressed.
-PKGS=(qemu-system-x86 busybox-static e2fsprogs util-linux cpio iproute2 lz4 xz-utils zstd)
+# from its bzImage so QEMU can boot it uncompressed; gcc/libc6-dev: the static in-guest container
+# init (guest-assets/cinit.c).
+PKGS=(qemu-system-x86 busybox-static e2fsprogs util-linux cpio iproute2 lz4 xz-utils zstd gcc libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

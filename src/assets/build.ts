@@ -140,6 +140,7 @@ interface Inputs {
   initramfsInit: string;
   guestInit: string;
   postBoot: string;
+  cinit: string;
 }
 
 function collectInputs(debDir: string): Inputs {
@@ -155,6 +156,7 @@ function collectInputs(debDir: string): Inputs {
     initramfsInit: path.join(REPO_ROOT, 'guest-assets/initramfs-init.sh'),
     guestInit: path.join(REPO_ROOT, 'guest-assets/guest-init.sh'),
     postBoot: path.join(REPO_ROOT, 'guest-assets/post-boot.sh'),
+    cinit: path.join(REPO_ROOT, 'guest-assets/cinit.c'),
   };
 }
 
@@ -172,6 +174,7 @@ function inputsDigest(inp: Inputs): string {
     inp.initramfsInit,
     inp.guestInit,
     inp.postBoot,
+    inp.cinit,
   ]) {
     h.update(
       `${path.relative(REPO_ROOT, f).startsWith('..') ? f : path.relative(REPO_ROOT, f)} ${sha256File(f)}\n`,
@@ -296,6 +299,8 @@ function stageRootfs(stage: string, inp: Inputs, guestInit: string, kernelModDir
   writeFileSync(path.join(stage, 'opt/isola/agent/package.json'), '{"type":"module"}\n');
   copyFileSync(guestInit, path.join(stage, 'opt/isola/init'));
   copyFileSync(inp.postBoot, path.join(stage, 'opt/isola/post-boot'));
+  // The in-guest container init for the OCI runtime: our own C, static, built here.
+  run('gcc', ['-static', '-Os', '-Wall', '-Wextra', '-o', path.join(stage, 'opt/isola/cinit'), inp.cinit]);
   mk('lib/modules/isola');
   for (const m of EXTRA_MODULES)
     copyFileSync(

@@ -174,6 +174,16 @@ const NS_MAP: Record<string, Namespace | null> = {
   time: null,
 };
 
+/** Devices every Linux container gets (runtime-spec config-linux.md, "Default Devices"). */
+export const DEFAULT_DEVICES = [
+  '/dev/null',
+  '/dev/zero',
+  '/dev/full',
+  '/dev/random',
+  '/dev/urandom',
+  '/dev/tty',
+];
+
 /** A host path that must be copied into the guest for a bind mount. */
 export interface HostBind {
   hostPath: string;
@@ -257,12 +267,18 @@ export function translate(
       binds.push({ hostPath, guestPath });
       mounts.push({ source: guestPath, destination: m.destination, type: 'bind', options });
     } else {
-      mounts.push({
-        source: m.source ?? m.type ?? 'none',
-        destination: m.destination,
-        type: m.type ?? 'none',
-        options,
-      });
+      // The guest runs cgroup v2 only: a `cgroup` mount is the container's cgroup2 view.
+      const type = m.type === 'cgroup' ? 'cgroup2' : (m.type ?? 'none');
+      mounts.push({ source: m.source ?? type, destination: m.destination, type, options });
+    }
+  }
+  // A fresh /dev gets the default devices of the runtime spec, bound from the guest's /dev
+  // (the guest is the container's own machine; these are its virtual devices).
+  if (mounts.some((m) => m.destination === '/dev')) {
+    const have = new Set(mounts.map((m) => m.destination));
+    for (const dev of DEFAULT_DEVICES) {
+      if (!have.has(dev))
+        mounts.push({ source: dev, destination: dev, type: 'bind', options: ['bind'] });
     }
   }
 

@@ -1,0 +1,126 @@
+// isola-runtime exec [--process FILE | [--cwd DIR] [--env K=V]... [--user UID[:GID]] ID CMD ARGS...]
+//                    [--detach] [--pid-file FILE] [--console-socket SOCK] [--tty] ID
+// Runs another process in a running container (in its namespaces and cgroup, inside the VM).
+// With --detach the process is represented on the host by a relay process whose pid goes to
+// --pid-file; it exits with the exec'd process's status, as runc's exec'd process would.
+import { spawn } from 'node:child_process';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { IsolaError, isErrorCode } from '../../errors.js';
+import { type Ctx, normaliseFlags, verbArgs } from '../cli.js';
+import { exitLike, relayExec } from '../exec-relay.js';
+import { checkTransition, validateId } from '../state.js';
+import { loadBundle } from './create.js';
+
+const RELAY = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'exec-relay.js');
+
+/** Flags end at the container id: what follows it is the command, with its own flags. */
+function splitAtId(raw: string[], valued: Set<string>): [flags: string[], rest: string[]] {
+  const argv = [...raw];
+  for (let i = 0; i < argv.length; i++) {
+    argv[i] = normaliseFlags([argv[i]!])[0]!;
+    const a = argv[i]!;
+    if (a === '--') return [argv.slice(0, i), argv.slice(i + 1)];
+    if (!a.startsWith('-')) return [argv.slice(0, i + 1), argv.slice(i + 1)];
+    if (valued.has(a)) i++;
+  }
+  return [argv, []];
+}
+
+const VALUED = new Set([
+  '--process',
+  '-p',
+  '--pid-file',
+  '--console-socket',
+  '--cwd',
+  '--env',
+  '-e',
+  '--user',
+  '-u',
+  '--preserve-fds',
+]);
+
+export async function exec(ctx: Ctx, rawArgv: string[]): Promise<number> {
+  const [flagArgs, command] = splitAtId(rawArgv, VALUED);
+  const parsed = verbArgs(flagArgs, {
+    process: { type: 'string', short: 'p' },
+    detach: { type: 'boolean', short: 'd' },
+    'pid-file': { type: 'string' },
+    'console-socket': { type: 'string' },
+    tty: { type: 'boolean', short: 't' },
+    cwd: { type: 'string' },
+    env: { type: 'string', short: 'e', multiple: true },
+    user: { type: 'string', short: 'u' },
+    'preserve-fds': { type: 'string' },
+  });
+  const values = parsed.values;
+  const positionals = [...parsed.positionals, ...command];
+  const id = validateId(positionals[0]);
+  const s = ctx.store.read(id);
+  checkTransition(id, s.status, 'exec');
+  let spec: Record<string, unknown>;
+  if (values.process) {
+    try {
+      spec = JSON.parse(readFileSync(values.process as string, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new IsolaError(
+        'E_OCI_INVALID_CONFIG',
+        `cannot read process file: ${(err as Error).message}`,
+      );
+    }
+  } else {
+    const args = positionals.slice(1);
+    if (args.length === 0)
+      throw new IsolaError('E_INVALID_ARGUMENT', 'exec needs --process FILE or a command');
+    const base = loadBundle(s.bundle).process;
+    const [uid, gid] = ((values.user as string | undefined) ?? `${base.user.uid}:${base.user.gid}`)
+      .split(':')
+      .map(Number);
+    spec = {
+      args,
+      env: [...(base.env ?? []), ...((values.env as string[] | undefined) ?? [])],
+      cwd: (values.cwd as string | undefined) ?? base.cwd,
+      user: { uid: uid ?? 0, gid: gid ?? 0 },
+      terminal: values.tty === true,
+    };
+  }
+  if (!values.detach) return exitLike(await relayExec(s.control, spec, () => {}));
+
+  const specFile = path.join(ctx.store.dir(id), `exec-${process.pid}-${Date.now()}.json`);
+  writeFileSync(specFile, JSON.stringify(spec));
+  const child = spawn(process.execPath, [RELAY, s.control, specFile], {
+    stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
+  });
+  const line = await new Promise<string>((resolve) => {
+    let buf = '';
+    const pipe = child.stdio[3] as NodeJS.ReadableStream;
+    pipe.setEncoding('utf8');
+    pipe.on('data', (d: string) => {
+      buf += d;
+      if (buf.includes('\n')) resolve(buf.split('\n')[0]!);
+    });
+    pipe.on('end', () => resolve(buf.split('\n')[0] ?? ''));
+  });
+  rmSync(specFile, { force: true });
+  if (line !== 'READY') {
+    let e: { code?: string; message?: string } = {};
+    try {
+      e = JSON.parse(line.replace(/^ERROR /, '')) as typeof e;
+    } catch {
+      e = { message: `exec failed (${line || 'no report'})` };
+    }
+    throw new IsolaError(
+      e.code && isErrorCode(e.code) ? e.code : 'E_INTERNAL',
+      e.message ?? 'exec failed',
+    );
+  }
+  if (values['pid-file']) {
+    const f = path.resolve(values['pid-file'] as string);
+    writeFileSync(`${f}.tmp`, String(child.pid));
+    renameSync(`${f}.tmp`, f);
+  }
+  (child.stdio[3] as unknown as { destroy(): void }).destroy();
+  child.unref();
+  return 0;
+}
