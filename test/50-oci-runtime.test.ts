@@ -16,7 +16,14 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { readOwnerRecord, sandboxDir } from '../src/sandbox/run-record.js';
 import { leftovers, sleep } from './helpers.js';
-import { type Bundle, RUNTIME, makeBundle, runtime, tempBase } from './oci-helpers.js';
+import {
+  type Bundle,
+  RUNTIME,
+  type SpecJson,
+  makeBundle,
+  runtime,
+  tempBase,
+} from './oci-helpers.js';
 
 const base = tempBase();
 const root = path.join(base, 'state');
@@ -28,7 +35,7 @@ after(() => {
   rmSync(base, { recursive: true, force: true });
 });
 
-function state(id: string): Record<string, any> | null {
+function state(id: string): SpecJson | null {
   const r = runtime(root, ['state', id]);
   return r.code === 0 ? JSON.parse(r.stdout) : null;
 }

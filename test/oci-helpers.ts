@@ -45,14 +45,13 @@ export interface Bundle {
   rootfs: string;
 }
 
-export function makeBundle(
-  base: string,
-  name: string,
-  patch: (spec: Record<string, any>) => void,
-): Bundle {
+// biome-ignore lint/suspicious/noExplicitAny: tests patch arbitrary parts of a JSON document
+export type SpecJson = Record<string, any>;
+
+export function makeBundle(base: string, name: string, patch: (spec: SpecJson) => void): Bundle {
   const dir = path.join(base, name);
   const rootfs = makeRootfs(path.join(dir, 'rootfs'));
-  const spec = defaultSpec() as Record<string, any>;
+  const spec = defaultSpec() as SpecJson;
   spec.root.readonly = false;
   patch(spec);
   writeFileSync(path.join(dir, 'config.json'), JSON.stringify(spec, null, 2));

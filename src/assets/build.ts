@@ -300,7 +300,15 @@ function stageRootfs(stage: string, inp: Inputs, guestInit: string, kernelModDir
   copyFileSync(guestInit, path.join(stage, 'opt/isola/init'));
   copyFileSync(inp.postBoot, path.join(stage, 'opt/isola/post-boot'));
   // The in-guest container init for the OCI runtime: our own C, static, built here.
-  run('gcc', ['-static', '-Os', '-Wall', '-Wextra', '-o', path.join(stage, 'opt/isola/cinit'), inp.cinit]);
+  run('gcc', [
+    '-static',
+    '-Os',
+    '-Wall',
+    '-Wextra',
+    '-o',
+    path.join(stage, 'opt/isola/cinit'),
+    inp.cinit,
+  ]);
   mk('lib/modules/isola');
   for (const m of EXTRA_MODULES)
     copyFileSync(
