@@ -381,6 +381,7 @@ static void do_mount(const char *root, const struct line *l) {
     else if (mount_flags[i].kind == '-') flags &= ~mount_flags[i].flag;
     else prop |= mount_flags[i].flag;
   }
+  if (!strcmp(type, "bind")) flags |= MS_BIND; // OCI's type "bind" may come without the word
 
   // Mount point: bind mounts of anything but a directory (a file, /dev/null) need a file.
   struct stat st;
@@ -547,7 +548,7 @@ static _Noreturn void start_process(const struct plan *p, int parent_alive) {
 
   // Never outlive the supervisor. Set last: credential changes clear the death signal. If the
   // supervisor already died, its end of the pipe is closed and poll sees the hangup.
-  if (0) fail(errno, "pdeathsig");
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail(errno, "pdeathsig");
   struct pollfd pfd = {parent_alive, POLLIN, 0};
   if (poll(&pfd, 1, 0) > 0) exit(127);
   // Only stdio goes to the container process.

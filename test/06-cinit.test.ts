@@ -78,7 +78,7 @@ interface Running {
   child: ChildProcess;
   stdout: string;
   stderr: string;
-  /** Resolves when cinit has exited and its stdout/stderr are closed. */
+  /** Resolves when cinit has exited and its output is in (or after a 1 s grace). */
   done: Promise<Result>;
 }
 
@@ -133,6 +133,8 @@ if (reason) {
     let plans = 0;
     const live = new Set<ChildProcess>();
     const cgroups: string[] = [];
+    /** Container processes seen, killed in `after` should one outlive its cinit (a bug). */
+    const containers = new Set<number>();
 
     before(() => {
       tmp = mkdtempSync(path.join(os.tmpdir(), 'isola-cinit-'));
@@ -164,6 +166,13 @@ if (reason) {
 
     after(async () => {
       for (const c of live) c.kill('SIGKILL');
+      for (const pid of containers) {
+        try {
+          if (alive(pid)) process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone in between
+        }
+      }
       await until('cinit processes to exit', () => live.size === 0).catch(() => {});
       for (const dir of cgroups) {
         for (let i = 0; i < 50 && existsSync(dir); i++) {
@@ -237,10 +246,19 @@ if (reason) {
           clearTimeout(timer);
           reject(e);
         });
-        child.on('close', (code, signal) => {
+        child.on('exit', (code, signal) => {
           clearTimeout(timer);
           live.delete(child);
-          resolve({ code, signal, stdout: r.stdout, stderr: r.stderr });
+          // Let the last output drain, but don't hang on a container process that outlived
+          // cinit and still holds the pipes (the test then fails on what it checks).
+          const grace = setTimeout(() => {
+            child.stdout?.destroy();
+            child.stderr?.destroy();
+          }, 1000);
+          child.on('close', () => {
+            clearTimeout(grace);
+            resolve({ code, signal, stdout: r.stdout, stderr: r.stderr });
+          });
         });
       });
       return r;
@@ -257,6 +275,7 @@ if (reason) {
         pid = childrenOf(r.child.pid!)[0] ?? 0;
         return pid > 0 && argv0(pid) === name;
       });
+      containers.add(pid);
       return pid;
     }
 
@@ -358,24 +377,31 @@ if (reason) {
       assert.equal(none.code, 127, none.stderr);
     });
 
-    test('a host file bind-mounted read-only (and another read-write)', async () => {
+    test('host files and directories bind-mounted read-only or read-write', async () => {
       const roFile = path.join(tmp, 'host-ro.txt');
       const rwFile = path.join(tmp, 'host-rw.txt');
+      const hostDir = path.join(tmp, 'host-dir');
       writeFileSync(roFile, 'from the host\n');
       writeFileSync(rwFile, 'before\n');
+      mkdirSync(hostDir);
+      writeFileSync(path.join(hostDir, 'inside'), 'in the dir\n');
       const mounts: PlanMount[] = [
         { source: roFile, destination: '/etc/bound/ro.txt', type: 'bind', options: ['bind', 'ro'] },
-        { source: rwFile, destination: '/etc/rw.txt', type: 'bind', options: ['rbind', 'rw'] },
+        { source: rwFile, destination: '/etc/rw.txt', type: 'none', options: ['rbind', 'rw'] },
+        // OCI's type "bind" without a bind word in the options is a bind mount too.
+        { source: hostDir, destination: '/mnt/host/dir', type: 'bind', options: ['ro', 'nosuid'] },
       ];
       const script =
         'cat /etc/bound/ro.txt; (echo changed > /etc/bound/ro.txt) && echo RO-WRITABLE;' +
-        ' echo after > /etc/rw.txt && echo RW-WRITTEN';
+        ' echo after > /etc/rw.txt && echo RW-WRITTEN; cat /mnt/host/dir/inside;' +
+        ' (touch /mnt/host/dir/new) && echo DIR-WRITABLE; exit 0';
       const r = await run(plan(['sh', '-c', script], { mounts }));
       ok(r);
-      assert.equal(r.stdout, 'from the host\nRW-WRITTEN\n');
-      assert.match(r.stderr, /Read-only file system/);
+      assert.equal(r.stdout, 'from the host\nRW-WRITTEN\nin the dir\n');
+      assert.equal(r.stderr.match(/Read-only file system/g)?.length, 2, r.stderr);
       assert.equal(readFileSync(roFile, 'utf8'), 'from the host\n');
       assert.equal(readFileSync(rwFile, 'utf8'), 'after\n');
+      assert.ok(!existsSync(path.join(hostDir, 'new')));
     });
 
     test('mount options: flag words become flags, the rest is filesystem data', async () => {
@@ -421,6 +447,30 @@ if (reason) {
       ok(r);
       assert.equal(r.stdout, 'ROOT-RO\nTMP-RW\n');
       assert.ok(!existsSync(path.join(rootfs, 'etc/x')));
+    });
+
+    test('container mounts never propagate back, even under a shared root', (t) => {
+      // A guest whose root is shared (as with systemd) would see every container mount unless
+      // cinit makes its copy private. Simulated in a throwaway mount namespace (unshare -m).
+      if (spawnSync('unshare', ['--help']).error) {
+        t.skip('unshare(1) not found');
+        return;
+      }
+      const scratch: PlanMount = {
+        source: 'tmpfs',
+        destination: '/data/scratch',
+        type: 'tmpfs',
+        options: [],
+      };
+      const file = writePlan(plan(['true'], { mounts: [scratch] }));
+      const script =
+        'mount --make-rshared / || exit 9; "$0" create "$1"; echo "rc=$?";' +
+        ' grep -c " $2" /proc/self/mountinfo';
+      const r = spawnSync('unshare', ['-m', 'sh', '-c', script, cinit, file, rootfs], {
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      assert.equal(r.stdout, 'rc=0\n0\n', r.stderr);
     });
 
     test('sysctls are written in the container namespaces only', async () => {

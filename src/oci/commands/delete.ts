@@ -1,6 +1,7 @@
 // isola-runtime delete [--force] ID: remove a stopped container (--force: stop it first, also
 // when its monitor or VM was killed), run the poststop hooks.
 import { rmSync } from 'node:fs';
+import { IsolaError } from '../../errors.js';
 import { reap } from '../../sandbox/reaper.js';
 import { sameProcessAlive } from '../../vmm/qemu-process.js';
 import { type Ctx, logLine, verbArgs } from '../cli.js';
@@ -41,6 +42,17 @@ export async function deleteContainer(ctx: Ctx, id: string, force: boolean): Pro
 
 export async function del(ctx: Ctx, argv: string[]): Promise<number> {
   const { values, positionals } = verbArgs(argv, { force: { type: 'boolean', short: 'f' } });
-  await deleteContainer(ctx, validateId(positionals[0]), values.force === true);
+  const id = validateId(positionals[0]);
+  try {
+    await deleteContainer(ctx, id, values.force === true);
+  } catch (err) {
+    // Like runc: --force on a container that does not exist (or never got its state written)
+    // removes whatever folder there is and succeeds.
+    if (values.force === true && err instanceof IsolaError && err.code === 'E_OCI_NOT_FOUND') {
+      ctx.store.remove(id);
+      return 0;
+    }
+    throw err;
+  }
   return 0;
 }
