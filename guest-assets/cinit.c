@@ -283,7 +283,8 @@ static void parse_plan(char *text, struct plan *p) {
     else if (is(&l, "groups")) {
       size_t n = 1;
       for (const char *c = v; *c; c++) n += *c == ',';
-      p->groups = xcalloc(n, sizeof *p->groups);
+      free(p->groups); // a repeated directive replaces the list
+      p->groups = xcalloc(n, sizeof *p->groups), p->ngroups = 0;
       for (char *g; (g = next_item(&v));)
         p->groups[p->ngroups++] = (gid_t)number(g, 10, UINT32_MAX - 1, ln);
     } else if (is(&l, "ns")) {

@@ -1,0 +1,152 @@
+// Podman (from Debian) runs containers through isola-runtime unchanged (`podman --runtime`),
+// from an image the test imports from a tarball it builds. Podman gets its own storage and run
+// directories; cgroupfs and file events because these machines have no systemd.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { leftovers } from './helpers.js';
+import { RUNTIME, makeRootfs, tempBase } from './oci-helpers.js';
+
+const havePodman = spawnSync('sh', ['-c', 'command -v podman']).status === 0;
+const IMAGE = 'localhost/isola-test:latest';
+
+describe(
+  'podman',
+  { skip: havePodman ? false : 'podman not installed (scripts/setup.sh installs it)' },
+  () => {
+    const base = tempBase();
+    // The sandbox's hard limits (nofile 20000) are below Podman's defaults (../shared/HOST-NOTES.md).
+    const globals = [
+      '--root',
+      path.join(base, 'storage'),
+      '--runroot',
+      path.join(base, 'run'),
+      '--storage-driver',
+      'vfs',
+      '--cgroup-manager',
+      'cgroupfs',
+      '--events-backend',
+      'file',
+      '--runtime',
+      RUNTIME,
+    ];
+    const runFlags = [
+      '--network',
+      'none',
+      '--ulimit',
+      'nofile=1024:1024',
+      '--ulimit',
+      'nproc=1024:1024',
+    ];
+    const podman = (args: string[], timeout = 120_000) => {
+      const r = spawnSync('podman', [...globals, ...args], {
+        encoding: 'utf8',
+        timeout,
+        input: '',
+      });
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    };
+
+    before(() => {
+      const rootfs = makeRootfs(path.join(base, 'rootfs'));
+      const tar = path.join(base, 'rootfs.tar');
+      assert.equal(spawnSync('tar', ['-C', rootfs, '-cf', tar, '.']).status, 0);
+      const imp = podman(['import', tar, IMAGE]);
+      assert.equal(imp.code, 0, imp.stderr);
+    });
+
+    after(() => {
+      podman(['rm', '--all', '--force']);
+      podman(['rmi', '--all', '--force']);
+      rmSync(base, { recursive: true, force: true });
+    });
+
+    test('podman run: echo arrives, exit code 3, guest kernel, own hostname and rootfs', () => {
+      const r = podman([
+        'run',
+        '--rm',
+        ...runFlags,
+        '--hostname',
+        'podbox',
+        IMAGE,
+        'sh',
+        '-c',
+        'echo hello-podman; uname -r; hostname; ls /; exit 3',
+      ]);
+      assert.equal(r.code, 3, r.stderr);
+      const lines = r.stdout.split('\n');
+      assert.equal(lines[0], 'hello-podman');
+      assert.notEqual(lines[1], os.release());
+      assert.equal(lines[2], 'podbox');
+      assert.ok(lines.includes('isola-test-rootfs') && !lines.includes('work'), r.stdout);
+    });
+
+    test('podman run --memory: the limit holds inside the VM', () => {
+      const hog = (mib: number) =>
+        `dd if=/dev/zero of=/dev/shm/fill bs=1M count=${mib} 2>/dev/null && echo survived`;
+      const big = podman([
+        'run',
+        '--rm',
+        ...runFlags,
+        '--memory',
+        '32m',
+        IMAGE,
+        'sh',
+        '-c',
+        hog(48),
+      ]);
+      assert.equal(big.stdout.trim(), '', 'an allocation above the limit must not succeed');
+      const small = podman([
+        'run',
+        '--rm',
+        ...runFlags,
+        '--memory',
+        '32m',
+        IMAGE,
+        'sh',
+        '-c',
+        hog(8),
+      ]);
+      assert.equal(small.stdout.trim(), 'survived', small.stderr);
+    });
+
+    test('podman kill ends a sleep 1000 container; podman exec works, also two at once', async () => {
+      const d = podman(['run', '-d', ...runFlags, '--name', 'sleeper', IMAGE, 'sleep', '1000']);
+      assert.equal(d.code, 0, d.stderr);
+      const e = podman(['exec', 'sleeper', 'sh', '-c', 'echo in-exec; exit 5']);
+      assert.equal(e.code, 5, e.stderr);
+      assert.equal(e.stdout, 'in-exec\n');
+      const both = await Promise.all(
+        ['a', 'b'].map(
+          (tag) =>
+            new Promise<{ code: number | null; out: string }>((resolve) => {
+              const ch = spawn(
+                'podman',
+                [...globals, 'exec', 'sleeper', 'sh', '-c', `echo ${tag}; exit 6`],
+                {
+                  stdio: ['ignore', 'pipe', 'pipe'],
+                },
+              );
+              let out = '';
+              ch.stdout!.on('data', (b: Buffer) => {
+                out += b.toString();
+              });
+              ch.once('close', (code) => resolve({ code, out }));
+            }),
+        ),
+      );
+      assert.deepEqual(both, [
+        { code: 6, out: 'a\n' },
+        { code: 6, out: 'b\n' },
+      ]);
+      assert.equal(podman(['kill', 'sleeper']).code, 0);
+      const w = podman(['wait', 'sleeper']);
+      assert.equal(w.stdout.trim(), '137', w.stderr);
+      assert.equal(podman(['rm', 'sleeper']).code, 0);
+      assert.deepEqual(leftovers().qemu, [], 'no VM left once the container is removed');
+    });
+  },
+);
