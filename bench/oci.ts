@@ -5,7 +5,7 @@
 // Writes bench/results/oci.json and bench/results/oci.md.
 //   node dist/bench/oci.js [--runs N]
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,11 +32,23 @@ async function main(): Promise<void> {
     `version = 2\nroot = "${base}/root"\nstate = "${base}/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "${sock}"\n`,
   );
   mkdirSync(path.join(base, 'root'));
-  const containerd: ChildProcess = spawn('containerd', ['--config', path.join(base, 'config.toml')], { stdio: 'ignore' });
+  const timingsFile = path.join(base, 'isola-timings.jsonl');
+  const containerd: ChildProcess = spawn(
+    'containerd',
+    ['--config', path.join(base, 'config.toml')],
+    {
+      stdio: 'ignore',
+      env: { ...process.env, ISOLA_RUNTIME_TIMINGS: timingsFile },
+    },
+  );
   try {
     for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
     const runtimes: Array<{ name: string; binary: string; extra: string[] }> = [
-      { name: 'isola-runtime', binary: path.join(REPO_ROOT, 'bin/isola-runtime'), extra: ['--runc-root', runtimeRoot] },
+      {
+        name: 'isola-runtime',
+        binary: path.join(REPO_ROOT, 'bin/isola-runtime'),
+        extra: ['--runc-root', runtimeRoot],
+      },
     ];
     for (const [name, bin] of [
       ['runc', which('runc')],
@@ -52,7 +64,21 @@ async function main(): Promise<void> {
         const t0 = performance.now();
         const r = spawnSync(
           'ctr',
-          ['--address', sock, '-n', 'bench', 'run', '--rm', '--runc-binary', rt.binary, ...rt.extra, '--rootfs', rootfs, id, 'true'],
+          [
+            '--address',
+            sock,
+            '-n',
+            'bench',
+            'run',
+            '--rm',
+            '--runc-binary',
+            rt.binary,
+            ...rt.extra,
+            '--rootfs',
+            rootfs,
+            id,
+            'true',
+          ],
           { encoding: 'utf8', timeout: 120_000 },
         );
         const ms = performance.now() - t0;
@@ -62,9 +88,23 @@ async function main(): Promise<void> {
         }
         times[rt.name]!.push(ms);
       }
-      log(`round ${i + 1}/${RUNS}: ${runtimes.map((rt) => `${rt.name} ${Math.round(times[rt.name]!.at(-1) ?? Number.NaN)} ms`).join(', ')}`);
+      log(
+        `round ${i + 1}/${RUNS}: ${runtimes.map((rt) => `${rt.name} ${Math.round(times[rt.name]!.at(-1) ?? Number.NaN)} ms`).join(', ')}`,
+      );
     }
     const summary = Object.fromEntries(runtimes.map((rt) => [rt.name, summarize(times[rt.name]!)]));
+    const lines = existsSync(timingsFile)
+      ? readFileSync(timingsFile, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, number>)
+      : [];
+    const breakdown = Object.fromEntries(
+      ['rootfsImageMs', 'vmBootMs', 'guestPrepareMs', 'createMs', 'containerStartMs'].map((k) => [
+        k,
+        summarize(lines.map((l) => l[k]!).filter((v) => typeof v === 'number')),
+      ]),
+    );
     const runcP50 = summary.runc?.p50;
     const results = {
       date: new Date().toISOString(),
@@ -72,8 +112,11 @@ async function main(): Promise<void> {
       runs: RUNS,
       command: 'ctr run --rm --runc-binary RUNTIME --rootfs BUSYBOX_DIR ID true',
       wallMs: summary,
+      isolaBreakdownMs: breakdown,
       ratioToRuncP50: runcP50
-        ? Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, Math.round((v.p50 / runcP50) * 10) / 10]))
+        ? Object.fromEntries(
+            Object.entries(summary).map(([k, v]) => [k, Math.round((v.p50 / runcP50) * 10) / 10]),
+          )
         : null,
       target: { isolaRuntimeP50Ms: 6000 },
       note: 'isola-runtime boots one micro-VM per container under TCG (no KVM on this host); breakdown in README / issue notes',
@@ -86,10 +129,16 @@ async function main(): Promise<void> {
       '| runtime | p50 | p95 | min–max | n | × runc (p50) |',
       '| --- | --- | --- | --- | --- | --- |',
       ...Object.entries(summary).map(
-        ([k, v]) => `| ${k} | ${v.p50} ms | ${v.p95} ms | ${v.min}–${v.max} | ${v.n} | ${results.ratioToRuncP50?.[k] ?? '–'} |`,
+        ([k, v]) =>
+          `| ${k} | ${v.p50} ms | ${v.p95} ms | ${v.min}–${v.max} | ${v.n} | ${results.ratioToRuncP50?.[k] ?? '–'} |`,
       ),
       '',
       'Target here (TCG, before snapshots): isola-runtime p50 ≤ 6000 ms.',
+      '',
+      'isola-runtime breakdown (p50): ' +
+        `rootfs image ${breakdown.rootfsImageMs?.p50} ms, VM boot ${breakdown.vmBootMs?.p50} ms, ` +
+        `guest preparation ${breakdown.guestPrepareMs?.p50} ms (create total ${breakdown.createMs?.p50} ms), ` +
+        `container start ${breakdown.containerStartMs?.p50} ms; the rest is ctr, the shim and process start-up.`,
       '',
     ].join('\n');
     writeResults(path.join(REPO_ROOT, 'bench/results'), 'oci', results, md);

@@ -66,6 +66,9 @@ let sandbox: Sandbox | null = null;
 let init: SandboxProcess | null = null;
 let exitStatus: ExitStatus | null = null;
 let execCount = 0;
+/** Where create/start time goes (appended as a JSON line to $ISOLA_RUNTIME_TIMINGS if set). */
+const timings: Record<string, number> = {};
+const tMonitor = performance.now();
 const guestDir = `/run/isola-oci/${id}`;
 
 function ready(line: string): void {
@@ -124,6 +127,7 @@ async function prepare(): Promise<void> {
   const image = path.join(store.dir(id), 'rootfs.ext4');
   const rootfsDir = path.resolve(state.bundle, config.root.path);
   const img = await buildRootfsImage(rootfsDir, image);
+  timings.rootfsImageMs = img.ms;
   log(`rootfs image ${img.bytes} bytes in ${Math.round(img.ms)} ms`);
   sandbox = await new MicroVmDriver().create({
     memoryMiB: t.vm.memoryMiB,
@@ -132,6 +136,8 @@ async function prepare(): Promise<void> {
   });
   store.update(id, { sandboxId: sandbox.id });
   await sandbox.start();
+  timings.vmBootMs = sandbox.boot?.wallMs ?? 0;
+  const tPrep = performance.now();
   log(`sandbox ${sandbox.id} booted in ${Math.round(sandbox.boot?.totalMs ?? 0)} ms`);
   await must(sandbox, ['mkdir', '-p', `${guestDir}/rootfs`]);
   await must(sandbox, [
@@ -159,6 +165,8 @@ async function prepare(): Promise<void> {
     }
   }
   await sandbox.writeFile(`${guestDir}/plan`, encodePlan(t.plan));
+  timings.guestPrepareMs = performance.now() - tPrep;
+  timings.createMs = performance.now() - tMonitor;
 }
 
 function finish(status: ExitStatus): void {
@@ -195,11 +203,20 @@ function finish(status: ExitStatus): void {
 
 async function startContainer(): Promise<void> {
   const sb = sandbox!;
+  const tStart = performance.now();
   init = await sb.exec(
     { argv: [CINIT, 'create', `${guestDir}/plan`], stdin: true },
     { onStdout: (d) => process.stdout.write(d), onStderr: (d) => process.stderr.write(d) },
   );
   store.update(id, { status: 'running' });
+  timings.containerStartMs = performance.now() - tStart;
+  if (process.env.ISOLA_RUNTIME_TIMINGS) {
+    try {
+      appendFileSync(process.env.ISOLA_RUNTIME_TIMINGS, `${JSON.stringify({ id, ...timings })}\n`);
+    } catch {
+      // timings are best effort
+    }
+  }
   const proc = init;
   // Relay our stdin (the caller's) to the container; /dev/null ends at once.
   // process.stdin, not an fs stream on fd 0: a blocking read of a pipe in libuv's thread pool
