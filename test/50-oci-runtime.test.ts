@@ -166,12 +166,20 @@ describe('isola-runtime', () => {
     // PID 1 of a pid namespace only gets signals it handles (as with runc), so the process
     // traps TERM and exits 42; the exit status proves the signal arrived.
     const b = makeBundle(base, 'b-term', (s) => {
-      s.process.args = ['sh', '-c', 'trap "exit 42" TERM; sleep 1000 & wait'];
+      s.process.args = [
+        'sh',
+        '-c',
+        'trap "echo got-term; exit 42" TERM; echo ready; sleep 1000 & wait',
+      ];
     });
-    assert.equal((await createDetached(b, 'c-term')).code, 0);
+    const c = await createDetached(b, 'c-term');
+    assert.equal(c.code, 0);
     assert.equal(runtime(root, ['start', 'c-term']).code, 0);
+    // A signal that arrives before the trap is set is dropped (PID 1 of its namespace).
+    for (let i = 0; i < 200 && !readFileSync(c.out, 'utf8').includes('ready'); i++) await sleep(50);
     assert.equal(runtime(root, ['kill', 'c-term']).code, 0);
     await waitStatus('c-term', 'stopped');
+    assert.equal(readFileSync(c.out, 'utf8'), 'ready\ngot-term\n');
     assert.equal(runtime(root, ['delete', 'c-term']).code, 0);
   });
 
