@@ -50,17 +50,29 @@ async function main(): Promise<void> {
         extra: ['--runc-root', runtimeRoot],
       },
     ];
-    for (const [name, bin] of [
-      ['runc', which('runc')],
-      ['runsc', which('runsc')],
-    ] as const) {
-      if (bin) runtimes.push({ name, binary: bin, extra: [] });
-      else log(`${name} not installed: skipped`);
-    }
+    const runc = which('runc');
+    if (runc)
+      runtimes.push({
+        name: 'runc',
+        binary: runc,
+        extra: ['--runc-root', path.join(base, 'runc-root')],
+      });
+    else log('runc not installed: skipped');
+    const runsc = which('runsc');
+    if (runsc) {
+      // gVisor refuses to run in the root network namespace (ctr creates none): no network.
+      const wrapper = path.join(base, 'runsc-nonet');
+      writeFileSync(wrapper, `#!/bin/sh\nexec ${runsc} --network=none "$@"\n`, { mode: 0o755 });
+      runtimes.push({
+        name: 'runsc',
+        binary: wrapper,
+        extra: ['--runc-root', path.join(base, 'runsc-root')],
+      });
+    } else log('runsc not installed: skipped');
     const times: Record<string, number[]> = Object.fromEntries(runtimes.map((r) => [r.name, []]));
     for (let i = 0; i < RUNS; i++) {
       for (const rt of runtimes) {
-        const id = `b-${rt.name}-${i}`;
+        const id = `b-${rt.name}-${process.pid}-${i}`;
         const t0 = performance.now();
         const r = spawnSync(
           'ctr',
@@ -68,7 +80,7 @@ async function main(): Promise<void> {
             '--address',
             sock,
             '-n',
-            'bench',
+            `bench-${process.pid}`,
             'run',
             '--rm',
             '--runc-binary',
@@ -77,7 +89,7 @@ async function main(): Promise<void> {
             '--rootfs',
             rootfs,
             id,
-            'true',
+            '/bin/true',
           ],
           { encoding: 'utf8', timeout: 120_000 },
         );
@@ -110,7 +122,7 @@ async function main(): Promise<void> {
       date: new Date().toISOString(),
       host: { kernel: os.release(), cpus: os.cpus().length },
       runs: RUNS,
-      command: 'ctr run --rm --runc-binary RUNTIME --rootfs BUSYBOX_DIR ID true',
+      command: 'ctr run --rm --runc-binary RUNTIME --rootfs BUSYBOX_DIR ID /bin/true',
       wallMs: summary,
       isolaBreakdownMs: breakdown,
       ratioToRuncP50: runcP50
