@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { leftovers, sleep } from './helpers.js';
+import { leftovers, runAsync, sleep } from './helpers.js';
 import { RUNTIME, makeRootfs, tempBase } from './oci-helpers.js';
 
 const NS = 'isola-test';
@@ -114,35 +114,21 @@ describe(
       assert.equal(e.code, 5, e.stderr);
       assert.equal(e.stdout, 'in-exec\n');
       const both = await Promise.all(
-        ['a', 'b'].map(
-          (tag) =>
-            new Promise<{ code: number | null; out: string }>((resolve) => {
-              const ch = spawn(
-                'ctr',
-                [
-                  '--address',
-                  sock,
-                  '-n',
-                  NS,
-                  'task',
-                  'exec',
-                  '--exec-id',
-                  `x-${tag}`,
-                  'k1',
-                  'sh',
-                  '-c',
-                  `echo ${tag}; exit 6`,
-                ],
-                {
-                  stdio: ['ignore', 'pipe', 'pipe'],
-                },
-              );
-              let out = '';
-              ch.stdout!.on('data', (b: Buffer) => {
-                out += b.toString();
-              });
-              ch.once('close', (code) => resolve({ code, out }));
-            }),
+        ['a', 'b'].map((tag) =>
+          runAsync('ctr', [
+            '--address',
+            sock,
+            '-n',
+            NS,
+            'task',
+            'exec',
+            '--exec-id',
+            `x-${tag}`,
+            'k1',
+            'sh',
+            '-c',
+            `echo ${tag}; exit 6`,
+          ]),
         ),
       );
       assert.deepEqual(both, [

@@ -2,12 +2,12 @@
 // from an image the test imports from a tarball it builds. Podman gets its own storage and run
 // directories; cgroupfs and file events because these machines have no systemd.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { leftovers } from './helpers.js';
+import { leftovers, runAsync } from './helpers.js';
 import { RUNTIME, makeRootfs, tempBase } from './oci-helpers.js';
 
 const havePodman = spawnSync('sh', ['-c', 'command -v podman']).status === 0;
@@ -120,22 +120,8 @@ describe(
       assert.equal(e.code, 5, e.stderr);
       assert.equal(e.stdout, 'in-exec\n');
       const both = await Promise.all(
-        ['a', 'b'].map(
-          (tag) =>
-            new Promise<{ code: number | null; out: string }>((resolve) => {
-              const ch = spawn(
-                'podman',
-                [...globals, 'exec', 'sleeper', 'sh', '-c', `echo ${tag}; exit 6`],
-                {
-                  stdio: ['ignore', 'pipe', 'pipe'],
-                },
-              );
-              let out = '';
-              ch.stdout!.on('data', (b: Buffer) => {
-                out += b.toString();
-              });
-              ch.once('close', (code) => resolve({ code, out }));
-            }),
+        ['a', 'b'].map((tag) =>
+          runAsync('podman', [...globals, 'exec', 'sleeper', 'sh', '-c', `echo ${tag}; exit 6`]),
         ),
       );
       assert.deepEqual(both, [

@@ -1,5 +1,6 @@
 // Shared pieces of the integration tests: the repo root, the suite's run dir (set by
 // scripts/run-tests.mjs), and a look at what isola processes and cgroups exist right now.
+import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,3 +36,18 @@ export function leftovers(): Leftovers {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Run a command asynchronously (so several can overlap) and collect its stdout and exit code. */
+export function runAsync(
+  cmd: string,
+  args: string[],
+): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const ch = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    ch.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+    });
+    ch.once('close', (code) => resolve({ code, out }));
+  });
+}

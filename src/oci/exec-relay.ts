@@ -4,10 +4,11 @@
 // reports its pid; without --detach `exec` runs it in place.
 //   node exec-relay.js CONTROL_SOCKET PROCESS_JSON_FILE   (fd 3: readiness pipe)
 
-import { closeSync, readFileSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { toIsolaError } from '../errors.js';
 import { ControlClient } from './control.js';
+import { reportReady } from './ready.js';
 
 export async function relayExec(
   control: string,
@@ -63,18 +64,10 @@ export async function exitLike(st: {
 const isMain = process.argv[1]?.endsWith('exec-relay.js');
 if (isMain) {
   const [control, specFile] = process.argv.slice(2) as [string, string];
-  const ready = (line: string) => {
-    try {
-      writeSync(3, `${line}\n`);
-      closeSync(3);
-    } catch {
-      // parent gone
-    }
-  };
-  relayExec(control, JSON.parse(readFileSync(specFile, 'utf8')), () => ready('READY')).then(
+  relayExec(control, JSON.parse(readFileSync(specFile, 'utf8')), () => reportReady()).then(
     exitLike,
     (err: unknown) => {
-      ready(`ERROR ${JSON.stringify(toIsolaError(err).toJSON())}`);
+      reportReady(toIsolaError(err));
       process.exit(1);
     },
   );

@@ -8,19 +8,11 @@
 //
 // It never writes logs to fd 1/2 (they are the container's); diagnostics go to <state>/monitor.log.
 
-import {
-  appendFileSync,
-  closeSync,
-  createReadStream,
-  lstatSync,
-  readFileSync,
-  readdirSync,
-  writeSync,
-} from 'node:fs';
+import { appendFileSync, lstatSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { IsolaError, toIsolaError } from '../errors.js';
-import type { ExitStatus, Signal } from '../protocol/messages.js';
+import { type ExitStatus, SIGNALS as PROTOCOL_SIGNALS, type Signal } from '../protocol/messages.js';
 import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
 import type { Sandbox, SandboxProcess } from '../sandbox/sandbox.js';
 import { processStartTime } from '../vmm/qemu-process.js';
@@ -33,23 +25,13 @@ import {
 } from './config.js';
 import { type ControlConnection, type ControlRequest, serveControl } from './control.js';
 import { encodePlan } from './plan-encode.js';
+import { reportReady } from './ready.js';
 import { buildRootfsImage } from './rootfs.js';
 import { StateStore, checkTransition } from './state.js';
 
 /** The in-guest container init (guest-assets/cinit.c), installed in the guest image. */
 const CINIT = '/opt/isola/cinit';
-const READY_FD = 3;
-const SIGNALS = new Set([
-  'SIGTERM',
-  'SIGKILL',
-  'SIGINT',
-  'SIGHUP',
-  'SIGQUIT',
-  'SIGUSR1',
-  'SIGUSR2',
-  'SIGSTOP',
-  'SIGCONT',
-]);
+const SIGNALS = new Set<string>(PROTOCOL_SIGNALS);
 
 const [root, id] = process.argv.slice(2) as [string, string];
 const store = new StateStore(root);
@@ -70,15 +52,6 @@ let execCount = 0;
 const timings: Record<string, number> = {};
 const tMonitor = performance.now();
 const guestDir = `/run/isola-oci/${id}`;
-
-function ready(line: string): void {
-  try {
-    writeSync(READY_FD, `${line}\n`);
-    closeSync(READY_FD);
-  } catch {
-    // `create` is gone; nothing to tell
-  }
-}
 
 /** Copy a host file or small directory tree into the guest for a bind mount. */
 async function copyIn(
@@ -360,11 +333,11 @@ async function main(): Promise<void> {
       pid: process.pid,
       pidStartTime: processStartTime(process.pid),
     });
-    ready('READY');
+    reportReady();
   } catch (err) {
     const e = toIsolaError(err);
     log(`create failed: ${e.code} ${e.message}`);
-    ready(`ERROR ${JSON.stringify(e.toJSON())}`);
+    reportReady(e);
     await sandbox?.destroy().catch(() => undefined);
     process.exit(1);
   }

@@ -11,10 +11,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runDir } from '../../assets/paths.js';
-import { IsolaError, isErrorCode } from '../../errors.js';
+import { IsolaError } from '../../errors.js';
 import { type Ctx, verbArgs } from '../cli.js';
 import { OCI_VERSION_SUPPORTED, type OciConfig, parseConfig, translate } from '../config.js';
 import { runHooks } from '../hooks.js';
+import { awaitReady, detachReady } from '../ready.js';
 import { type ContainerState, ociState, validateId } from '../state.js';
 
 const MONITOR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'monitor.js');
@@ -85,29 +86,7 @@ export async function createContainer(
     stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
   });
   try {
-    const line = await new Promise<string>((resolve) => {
-      let buf = '';
-      const pipe = child.stdio[3] as NodeJS.ReadableStream;
-      pipe.setEncoding('utf8');
-      pipe.on('data', (d: string) => {
-        buf += d;
-        if (buf.includes('\n')) resolve(buf.split('\n')[0]!);
-      });
-      pipe.on('end', () => resolve(buf.split('\n')[0] ?? ''));
-      child.once('exit', () => setTimeout(() => resolve(buf.split('\n')[0] ?? ''), 50));
-    });
-    if (line !== 'READY') {
-      let e: { code?: string; message?: string } = {};
-      try {
-        e = JSON.parse(line.replace(/^ERROR /, '')) as typeof e;
-      } catch {
-        e = { message: `container monitor failed (${line || 'no report'})` };
-      }
-      throw new IsolaError(
-        e.code && isErrorCode(e.code) ? e.code : 'E_INTERNAL',
-        e.message ?? 'create failed',
-      );
-    }
+    await awaitReady(child, 'container monitor');
     const created = ctx.store.read(id);
     await runHooks(config.hooks, 'prestart', ociState(created));
     await runHooks(config.hooks, 'createRuntime', ociState(created));
@@ -121,8 +100,8 @@ export async function createContainer(
     ctx.store.remove(id);
     throw err;
   }
-  (child.stdio[3] as unknown as { destroy(): void }).destroy();
-  if (!foreground) child.unref();
+  if (foreground) (child.stdio[3] as unknown as { destroy(): void }).destroy();
+  else detachReady(child);
   return { pid: child.pid!, child };
 }
 

@@ -7,9 +7,10 @@ import { spawn } from 'node:child_process';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IsolaError, isErrorCode } from '../../errors.js';
+import { IsolaError } from '../../errors.js';
 import { type Ctx, normaliseFlags, verbArgs } from '../cli.js';
 import { exitLike, relayExec } from '../exec-relay.js';
+import { awaitReady, detachReady } from '../ready.js';
 import { checkTransition, validateId } from '../state.js';
 import { loadBundle } from './create.js';
 
@@ -92,35 +93,16 @@ export async function exec(ctx: Ctx, rawArgv: string[]): Promise<number> {
   const child = spawn(process.execPath, [RELAY, s.control, specFile], {
     stdio: ['inherit', 'inherit', 'inherit', 'pipe'],
   });
-  const line = await new Promise<string>((resolve) => {
-    let buf = '';
-    const pipe = child.stdio[3] as NodeJS.ReadableStream;
-    pipe.setEncoding('utf8');
-    pipe.on('data', (d: string) => {
-      buf += d;
-      if (buf.includes('\n')) resolve(buf.split('\n')[0]!);
-    });
-    pipe.on('end', () => resolve(buf.split('\n')[0] ?? ''));
-  });
-  rmSync(specFile, { force: true });
-  if (line !== 'READY') {
-    let e: { code?: string; message?: string } = {};
-    try {
-      e = JSON.parse(line.replace(/^ERROR /, '')) as typeof e;
-    } catch {
-      e = { message: `exec failed (${line || 'no report'})` };
-    }
-    throw new IsolaError(
-      e.code && isErrorCode(e.code) ? e.code : 'E_INTERNAL',
-      e.message ?? 'exec failed',
-    );
+  try {
+    await awaitReady(child, 'exec');
+  } finally {
+    rmSync(specFile, { force: true });
   }
   if (values['pid-file']) {
     const f = path.resolve(values['pid-file'] as string);
     writeFileSync(`${f}.tmp`, String(child.pid));
     renameSync(`${f}.tmp`, f);
   }
-  (child.stdio[3] as unknown as { destroy(): void }).destroy();
-  child.unref();
+  detachReady(child);
   return 0;
 }
