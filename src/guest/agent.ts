@@ -180,10 +180,12 @@ export class Agent {
           reject(new AgentError('E_EXEC_FAILED', `${file}: ${err.message}`));
         }
       });
-      child.once('spawn', () => {
+      // A successful spawn has its pid at once (a failed one reports 'error' on the next tick):
+      // answering now instead of on the 'spawn' event saves an event-loop turn per exec.
+      if (child.pid !== undefined) {
         this.execs.set(execId, rec);
-        resolve({ execId, pid: child.pid! });
-      });
+        resolve({ execId, pid: child.pid });
+      }
       child.stdin?.on('error', () => {}); // EPIPE after the process exits is not an agent error
       for (const name of ['stdout', 'stderr'] as const) {
         child[name]?.on('data', (data: Buffer) => {
