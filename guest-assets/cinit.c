@@ -34,7 +34,11 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <termios.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -166,6 +170,8 @@ struct plan {
   size_t nlines;
   const char *rootfs, *hostname, *cgroup, *cwd;
   int readonly, nnp, nsflags, has_umask;
+  int terminal;                   // a pty for the process (`terminal ROWS COLS`)
+  unsigned short rows, cols;
   mode_t umask;
   uid_t uid;
   gid_t gid, *groups;
@@ -242,6 +248,7 @@ static void parse_plan(char *text, struct plan *p) {
       {"masked", 2}, {"rdonly", 2},   {"cgroup", 2},   {"cglimit", 3}, {"sysctl", 3},
       {"rlimit", 4}, {"cap", 3},      {"nnp", 2},      {"uid", 2},     {"gid", 2},
       {"groups", 2}, {"umask", 2},    {"cwd", 2},      {"env", 2},     {"arg", 2},
+      {"terminal", 3},
   };
   size_t max = 1, nenv = 0, nargv = 0, ln = 0;
   for (const char *c = text; *c; c++) max += *c == '\n';
@@ -278,6 +285,11 @@ static void parse_plan(char *text, struct plan *p) {
     else if (is(&l, "gid")) p->gid = (gid_t)number(v, 10, UINT32_MAX - 1, ln);
     else if (is(&l, "umask")) p->has_umask = 1, p->umask = (mode_t)number(v, 8, 0777, ln);
     else if (is(&l, "cwd")) p->cwd = v;
+    else if (is(&l, "terminal")) {
+      p->terminal = 1;
+      p->rows = (unsigned short)number(v, 10, 65535, ln);
+      p->cols = (unsigned short)number(l.f[2], 10, 65535, ln);
+    }
     else if (is(&l, "env")) p->env[nenv++] = v;
     else if (is(&l, "arg")) p->argv[nargv++] = v;
     else if (is(&l, "groups")) {
@@ -514,6 +526,52 @@ static _Noreturn void exec_process(const struct plan *p) {
   exit(err == ENOENT ? 127 : 126);
 }
 
+// Terminal mode, in the child once it sees the container's /dev: a pty from the container's own
+// devpts (so ttyname works inside), the master handed to the supervisor over `sock`, the slave
+// made the controlling terminal and the process's stdio, like runc's console set-up.
+static void setup_tty(const struct plan *p, int sock) {
+  int m = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (m < 0) m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (m < 0) fail(errno, "open ptmx");
+  int unlock = 0, n = 0;
+  if (ioctl(m, TIOCSPTLCK, &unlock) < 0 || ioctl(m, TIOCGPTN, &n) < 0) fail(errno, "pty");
+  struct winsize ws = {.ws_row = p->rows, .ws_col = p->cols};
+  ioctl(m, TIOCSWINSZ, &ws);
+  char cmsgbuf[CMSG_SPACE(sizeof(int))] = {0};
+  char byte = 't';
+  struct iovec iov = {&byte, 1};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cmsgbuf, .msg_controllen = sizeof cmsgbuf};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET, c->cmsg_type = SCM_RIGHTS, c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &m, sizeof m);
+  if (sendmsg(sock, &msg, 0) < 0) fail(errno, "send pty");
+  close(m);
+  close(sock);
+  char path[64];
+  snprintf(path, sizeof path, "/dev/pts/%d", n);
+  if (setsid() < 0) fail(errno, "setsid");
+  int slave = open(path, O_RDWR);
+  if (slave < 0) fail(errno, "open %s", path);
+  if (ioctl(slave, TIOCSCTTY, 0) < 0) fail(errno, "controlling terminal");
+  for (int fd = 0; fd < 3; fd++)
+    if (dup2(slave, fd) < 0) fail(errno, "dup2 pty");
+  if (slave > 2) close(slave);
+}
+
+// Supervisor side of setup_tty: the master, or -1 when the child died first.
+static int receive_tty(int sock) {
+  char cmsgbuf[CMSG_SPACE(sizeof(int))] = {0};
+  char byte;
+  struct iovec iov = {&byte, 1};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cmsgbuf, .msg_controllen = sizeof cmsgbuf};
+  if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) <= 0) return -1;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (!c || c->cmsg_type != SCM_RIGHTS) return -1;
+  int m;
+  memcpy(&m, CMSG_DATA(c), sizeof m);
+  return m;
+}
+
 // runc's order: bounding set while CAP_SETPCAP is still effective, KEEPCAPS across the uid
 // change, then the capability sets, then ambient (which needs permitted and inheritable).
 static _Noreturn void start_process(const struct plan *p, int parent_alive) {
@@ -633,6 +691,49 @@ static int supervise(pid_t child, const sigset_t *all) {
   }
 }
 
+// Terminal mode: the same as supervise, and meanwhile copies our stdin to the pty master and the
+// master's output to our stdout (the host relays both). Signals arrive on a signalfd so one
+// poll loop serves all three.
+static int supervise_tty(pid_t child, const sigset_t *all, int master) {
+  int sfd = signalfd(-1, all, SFD_CLOEXEC);
+  if (sfd < 0) fail(errno, "signalfd");
+  int in_open = 1, status = 0, exited = 0;
+  char buf[16384];
+  for (;;) {
+    struct pollfd fds[3] = {{sfd, POLLIN, 0}, {master, POLLIN, 0}, {in_open ? 0 : -1, POLLIN, 0}};
+    if (poll(fds, 3, exited ? 100 : -1) < 0 && errno != EINTR) fail(errno, "poll");
+    if (fds[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sfd, &si, sizeof si) == sizeof si) {
+        if ((int)si.ssi_signo != SIGCHLD) kill(child, (int)si.ssi_signo);
+        else if (!exited && waitpid(child, &status, WNOHANG) == child) exited = 1;
+      }
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = read(master, buf, sizeof buf);
+      if (n > 0) {
+        for (ssize_t off = 0; off < n;) {
+          ssize_t w = write(1, buf + off, (size_t)(n - off));
+          if (w <= 0) break;
+          off += w;
+        }
+      } else if (exited) return status; // the slave side is closed and drained
+    } else if (exited && !(fds[1].revents & POLLIN)) {
+      return status;
+    }
+    if (in_open && fds[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = read(0, buf, sizeof buf);
+      if (n <= 0) in_open = 0;
+      else
+        for (ssize_t off = 0; off < n;) {
+          ssize_t w = write(master, buf + off, (size_t)(n - off));
+          if (w <= 0) break;
+          off += w;
+        }
+    }
+  }
+}
+
 // Exits the way the child did, so our own parent sees the same exit code or signal.
 static _Noreturn void exit_like(int status) {
   if (WIFEXITED(status)) exit(WEXITSTATUS(status));
@@ -685,15 +786,26 @@ int main(int argc, char **argv) {
   }
 
   // The child watches this pipe to learn whether we died before its PDEATHSIG was in place.
-  int alive[2];
+  int alive[2], tty[2] = {-1, -1};
   if (pipe2(alive, O_CLOEXEC) < 0) fail(errno, "pipe");
+  if (p.terminal && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, tty) < 0) fail(errno, "socketpair");
   pid_t child = fork();
   if (child < 0) fail(errno, "fork");
   if (child == 0) {
     close(alive[1]);
     if (!exec_mode) setup_container(&p);
+    if (p.terminal) {
+      close(tty[0]);
+      setup_tty(&p, tty[1]);
+    }
     start_process(&p, alive[0]);
   }
   close(alive[0]);
+  if (p.terminal) {
+    close(tty[1]);
+    int master = receive_tty(tty[0]);
+    close(tty[0]);
+    if (master >= 0) exit_like(supervise_tty(child, &all, master));
+  }
   exit_like(supervise(child, &all));
 }

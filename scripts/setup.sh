@@ -11,9 +11,10 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # the guest image; util-linux: setpriv (parent-death signal for QEMU); cpio: initramfs checks in
 # the tests; iproute2: network checks in `isola doctor`; lz4/xz-utils/zstd: unpacking the kernel
 # from its bzImage so QEMU can boot it uncompressed; gcc/libc6-dev: the static in-guest container
-# init (guest-assets/cinit.c); containerd and podman: the OCI runtime's tests drive them.
+# init (guest-assets/cinit.c); containerd and podman: the OCI runtime's tests drive them;
+# python3: the host half of terminal mode (src/oci/pty-bridge.py passes a pty over a socket).
 PKGS=(qemu-system-x86 busybox-static e2fsprogs util-linux cpio iproute2 lz4 xz-utils zstd gcc libc6-dev
-  containerd podman)
+  containerd podman python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

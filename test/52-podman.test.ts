@@ -113,6 +113,50 @@ describe(
       assert.equal(small.stdout.trim(), 'survived', small.stderr);
     });
 
+    test('podman run -t: the container gets a terminal through --console-socket', () => {
+      const r = podman([
+        'run',
+        '--rm',
+        '-t',
+        ...runFlags,
+        IMAGE,
+        'sh',
+        '-c',
+        'tty; stty size; exit 4',
+      ]);
+      assert.equal(r.code, 4, r.stderr);
+      const [tty, size] = r.stdout.replace(/\r/g, '').trim().split('\n');
+      assert.match(tty ?? '', /^\/dev\/pts\/\d+$/, 'stdio is a pty of the container');
+      assert.equal(size, '24 80');
+    });
+
+    test('podman run -it: keystrokes reach the container through the terminal', () => {
+      // `script` gives podman the terminal it wants on its side; input arrives once it runs.
+      const cmd = [
+        'podman',
+        ...globals,
+        'run',
+        '--rm',
+        '-it',
+        ...runFlags,
+        IMAGE,
+        'sh',
+        '-c',
+        // \$: the outer shell must leave $x alone (it sits inside double quotes there).
+        "'read x; echo got-\\$x; exit 5'",
+      ].join(' ');
+      const r = spawnSync(
+        'sh',
+        ['-c', `(sleep 10; printf 'typed\\r'; sleep 5) | script -qec "${cmd}" /dev/null`],
+        {
+          encoding: 'utf8',
+          timeout: 120_000,
+        },
+      );
+      assert.match(r.stdout.replace(/\r/g, ''), /got-typed/, r.stdout + r.stderr);
+      assert.equal(r.status, 5);
+    });
+
     test('podman kill ends a sleep 1000 container; podman exec works, also two at once', async () => {
       const d = podman(['run', '-d', ...runFlags, '--name', 'sleeper', IMAGE, 'sleep', '1000']);
       assert.equal(d.code, 0, d.stderr);

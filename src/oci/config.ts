@@ -43,6 +43,9 @@ const capsSchema = z
 
 export const processSchema = z.object({
   terminal: z.boolean().optional(),
+  consoleSize: z
+    .object({ height: z.number().int().min(0), width: z.number().int().min(0) })
+    .optional(),
   user: z
     .object({
       uid: z.number().int().min(0),
@@ -223,6 +226,9 @@ export function planProcess(p: OciProcess): Plan['process'] {
     })),
     capabilities: caps,
     noNewPrivileges: p.noNewPrivileges === true,
+    ...(p.terminal
+      ? { terminal: { rows: p.consoleSize?.height || 24, cols: p.consoleSize?.width || 80 } }
+      : {}),
   };
 }
 
@@ -233,9 +239,11 @@ export function planProcess(p: OciProcess): Plan['process'] {
  */
 export function translate(
   config: OciConfig,
-  opts: { id: string; bundle: string; guestDir: string; hostCpus: number },
+  opts: { id: string; bundle: string; guestDir: string; hostCpus: number; consoleSocket?: boolean },
 ): Translation {
-  if (config.process.terminal) throw unsupported('process.terminal (a pty via --console-socket)');
+  if (config.process.terminal && !opts.consoleSocket) {
+    throw invalid(['process.terminal is true but no --console-socket was given']);
+  }
   const linux = config.linux ?? {};
   if ((linux.uidMappings?.length ?? 0) > 0 || (linux.gidMappings?.length ?? 0) > 0) {
     throw unsupported('linux.uidMappings/gidMappings (user namespaces)');

@@ -8,9 +8,11 @@
 //
 // It never writes logs to fd 1/2 (they are the container's); diagnostics go to <state>/monitor.log.
 
-import { appendFileSync, lstatSync, readFileSync, readdirSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { appendFileSync, existsSync, lstatSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { REPO_ROOT } from '../assets/paths.js';
 import { IsolaError, toIsolaError } from '../errors.js';
 import { type ExitStatus, SIGNALS as PROTOCOL_SIGNALS, type Signal } from '../protocol/messages.js';
 import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
@@ -29,6 +31,9 @@ import { reportReady } from './ready.js';
 import { buildRootfsImage } from './rootfs.js';
 import { StateStore, checkTransition } from './state.js';
 
+/** Host half of terminal mode; Debian's python3 (not whatever `python3` is first on PATH). */
+const PTY_BRIDGE = path.join(REPO_ROOT, 'src/oci/pty-bridge.py');
+const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 /** The in-guest container init (guest-assets/cinit.c), installed in the guest image. */
 const CINIT = '/opt/isola/cinit';
 const SIGNALS = new Set<string>(PROTOCOL_SIGNALS);
@@ -48,6 +53,8 @@ let sandbox: Sandbox | null = null;
 let init: SandboxProcess | null = null;
 let exitStatus: ExitStatus | null = null;
 let execCount = 0;
+/** Terminal mode: the host pty bridge (its stdin gets the output, its stdout is the input). */
+let bridge: ChildProcess | null = null;
 /** Where create/start time goes (appended as a JSON line to $ISOLA_RUNTIME_TIMINGS if set). */
 const timings: Record<string, number> = {};
 const tMonitor = performance.now();
@@ -96,7 +103,15 @@ async function prepare(): Promise<void> {
   const config = parseConfig(
     JSON.parse(readFileSync(path.join(state.bundle, 'config.json'), 'utf8')),
   );
-  const t = translate(config, { id, bundle: state.bundle, guestDir, hostCpus: os.cpus().length });
+  const t = translate(config, {
+    id,
+    bundle: state.bundle,
+    guestDir,
+    hostCpus: os.cpus().length,
+    consoleSocket: state.consoleSocket !== undefined,
+  });
+  if (config.process.terminal && state.consoleSocket)
+    bridge = await startPtyBridge(state.consoleSocket);
   const image = path.join(store.dir(id), 'rootfs.ext4');
   const rootfsDir = path.resolve(state.bundle, config.root.path);
   const img = await buildRootfsImage(rootfsDir, image);
@@ -174,12 +189,41 @@ function finish(status: ExitStatus): void {
   void done();
 }
 
+/** Start the pty bridge (src/oci/pty-bridge.py) and wait until it has handed the master over. */
+async function startPtyBridge(consoleSocket: string): Promise<ChildProcess> {
+  const child = spawn(PYTHON, [PTY_BRIDGE, consoleSocket], { stdio: ['pipe', 'pipe', 'pipe'] });
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('READY\n')) resolve();
+    });
+    child.once('error', (e) =>
+      reject(new IsolaError('E_OCI_UNSUPPORTED', `terminal mode needs ${PYTHON}: ${e.message}`)),
+    );
+    child.once('exit', (code) =>
+      reject(
+        new IsolaError(
+          'E_OCI_INVALID_CONFIG',
+          `console socket ${consoleSocket}: ${err.trim() || `bridge exited ${code}`}`,
+        ),
+      ),
+    );
+  });
+  child.removeAllListeners('exit');
+  return child;
+}
+
 async function startContainer(): Promise<void> {
   const sb = sandbox!;
   const tStart = performance.now();
+  const out = bridge
+    ? (d: Buffer) => bridge!.stdin!.write(d)
+    : (d: Buffer) => process.stdout.write(d);
+  const err = bridge ? out : (d: Buffer) => process.stderr.write(d);
   init = await sb.exec(
     { argv: [CINIT, 'create', `${guestDir}/plan`], stdin: true },
-    { onStdout: (d) => process.stdout.write(d), onStderr: (d) => process.stderr.write(d) },
+    { onStdout: out, onStderr: err },
   );
   store.update(id, { status: 'running' });
   timings.containerStartMs = performance.now() - tStart;
@@ -194,7 +238,7 @@ async function startContainer(): Promise<void> {
   // Relay our stdin (the caller's) to the container; /dev/null ends at once.
   // process.stdin, not an fs stream on fd 0: a blocking read of a pipe in libuv's thread pool
   // would keep the process from exiting (Node joins those threads at exit) until the pipe ends.
-  const stdin = process.stdin;
+  const stdin = bridge ? bridge.stdout! : process.stdin;
   stdin.on('data', (d) => {
     stdin.pause();
     proc.writeStdin(d as Buffer).then(
@@ -338,6 +382,7 @@ async function main(): Promise<void> {
     const e = toIsolaError(err);
     log(`create failed: ${e.code} ${e.message}`);
     reportReady(e);
+    bridge?.kill('SIGKILL');
     await sandbox?.destroy().catch(() => undefined);
     process.exit(1);
   }

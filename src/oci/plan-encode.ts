@@ -98,6 +98,18 @@ export function encodePlan(plan: Plan): string {
     add('umask', [proc.umask.toString(8).padStart(4, '0'), 'umask']);
   }
   add('cwd', [proc.cwd, 'cwd']);
+  if (proc.terminal) {
+    const dim = (n: number, what: string) => {
+      if (!Number.isInteger(n) || n < 0 || n > 65535)
+        throw new Error(`plan: bad terminal ${what} ${n}`);
+      return String(n);
+    };
+    add(
+      'terminal',
+      [dim(proc.terminal.rows, 'rows'), 'rows'],
+      [dim(proc.terminal.cols, 'cols'), 'cols'],
+    );
+  }
   for (const e of proc.env) add('env', [e, 'env entry']);
   if (proc.args.length === 0) throw new Error('plan: no process args');
   for (const a of proc.args) add('arg', [a, 'arg']);

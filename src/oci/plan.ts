@@ -23,6 +23,7 @@
 //   uid <n> / gid <n> / groups <a,b,c>
 //   umask <octal>
 //   cwd <dir>
+//   terminal <rows> <cols>       give the process a pty (its master relayed on cinit's stdio)
 //   env <K=V>                    repeated
 //   arg <value>                  repeated; argv[0] is resolved with the container's PATH
 
@@ -48,6 +49,8 @@ export interface PlanProcess {
   /** Absent set: left as inherited (root's full set in the guest). */
   capabilities: Partial<Record<CapSet, string[]>>;
   noNewPrivileges: boolean;
+  /** A pty for the process (process.terminal), of this size. */
+  terminal?: { rows: number; cols: number };
 }
 
 export interface Plan {

@@ -23,6 +23,8 @@ export interface ContainerState {
   created: string;
   /** Monitor's control socket. */
   control: string;
+  /** --console-socket of create (terminal mode). */
+  consoleSocket?: string;
   /** Sandbox id of the micro-VM (for the reaper and `delete --force`). */
   sandboxId?: string;
   exitCode?: number | null;

@@ -58,11 +58,18 @@ export async function createContainer(
   bundleArg: string | undefined,
   pidFile: string | undefined,
   foreground = false,
+  consoleSocket?: string,
 ): Promise<{ pid: number; child: ReturnType<typeof spawn> }> {
   const bundle = path.resolve(bundleArg ?? process.cwd());
   const config = loadBundle(bundle);
   // Fail on unsupported fields before anything is started.
-  translate(config, { id, bundle, guestDir: '/', hostCpus: os.cpus().length });
+  translate(config, {
+    id,
+    bundle,
+    guestDir: '/',
+    hostCpus: os.cpus().length,
+    consoleSocket: consoleSocket !== undefined,
+  });
   ctx.store.claim(id);
   const control = path.join(
     runDir(),
@@ -80,6 +87,7 @@ export async function createContainer(
     annotations: config.annotations ?? {},
     created: new Date().toISOString(),
     control,
+    ...(consoleSocket ? { consoleSocket: path.resolve(consoleSocket) } : {}),
   };
   ctx.store.write(state);
   const child = spawn(process.execPath, [MONITOR, ctx.store.root, id], {
@@ -108,11 +116,19 @@ export async function createContainer(
 export async function create(ctx: Ctx, argv: string[]): Promise<number> {
   const { values, positionals } = verbArgs(argv, CREATE_OPTIONS);
   const id = validateId(positionals[0]);
+  if (Number(values['preserve-fds'] ?? 0) > 0) {
+    throw new IsolaError(
+      'E_OCI_UNSUPPORTED',
+      'not supported by isola-runtime: --preserve-fds (extra file descriptors)',
+    );
+  }
   await createContainer(
     ctx,
     id,
     values.bundle as string | undefined,
     values['pid-file'] as string | undefined,
+    false,
+    values['console-socket'] as string | undefined,
   );
   return 0;
 }

@@ -20,6 +20,7 @@ export async function run(ctx: Ctx, argv: string[]): Promise<number> {
     values.bundle as string | undefined,
     values['pid-file'] as string | undefined,
     !detach,
+    values['console-socket'] as string | undefined,
   );
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
     child.once('exit', (code, signal) => r({ code, signal })),
