@@ -150,6 +150,15 @@ describe('isola-runtime', () => {
       assert.deepEqual([x!.code, x!.out], [7, 'A1\nA2\nA3\n']);
       assert.deepEqual([y!.code, y!.out], [7, 'B1\nB2\nB3\n']);
 
+      assert.equal(runtime(root, ['pause', id]).code, 0);
+      assert.equal(state(id)!.status, 'paused');
+      assert.match(
+        runtime(root, ['exec', id, 'true']).stderr,
+        /E_OCI_STATE/,
+        'no exec into a paused VM',
+      );
+      assert.equal(runtime(root, ['resume', id]).code, 0);
+      assert.equal(state(id)!.status, 'running');
       const ps = runtime(root, ['ps', '--format', 'json', id]);
       assert.ok((JSON.parse(ps.stdout) as number[]).length >= 1, ps.stdout + ps.stderr);
       assert.equal(runtime(root, ['kill', id, 'KILL']).code, 0);

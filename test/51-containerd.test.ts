@@ -72,11 +72,14 @@ describe(
       ctr(['run', '--rm', '--runc-binary', RUNTIME, ...extra, '--rootfs', rootfs, id, ...cmd]);
 
     test('ctr run: echo arrives, exit code 3 comes back, guest kernel, own rootfs', () => {
-      const r = run('r1', ['sh', '-c', 'echo hello-ctr; uname -r; ls /; exit 3']);
+      const r = run('r1', ['sh', '-c', 'echo hello-ctr; uname -r; ls /; hostname; exit 3']);
       assert.equal(r.code, 3, r.stderr);
       const lines = r.stdout.split('\n');
       assert.equal(lines[0], 'hello-ctr');
       assert.notEqual(lines[1], os.release());
+      // ctr sets no hostname: the container has the VM's own, not the host's.
+      assert.notEqual(lines.at(-2), os.hostname());
+      assert.match(lines.at(-2) ?? '', /^sb-[0-9a-f]+$/);
       assert.ok(lines.includes('isola-test-rootfs') && !lines.includes('work'), r.stdout);
     });
 
