@@ -48,6 +48,8 @@ import { type SandboxSpec, type SandboxSpecInput, parseSandboxSpec } from '../sp
 const DEFAULT_OVERHEAD_MIB = 192;
 /** TCG translation cache: 64 MiB holds a booted kernel + Node.js without thrashing. */
 const TCG_TB_SIZE_MIB = Number(process.env.ISOLA_TCG_TB_MIB ?? 64);
+/** A step that fails within this much of the boot deadline counts as the watchdog firing. */
+const BOOT_DEADLINE_SLACK_MS = 50;
 /** pids limit for the QEMU process: vCPU threads, I/O and RCU threads, with headroom. */
 const DEFAULT_PIDS_LIMIT = 128;
 /** QEMU threads that work besides the vCPUs (I/O, main loop) get half a CPU in the CPU quota. */
@@ -191,10 +193,14 @@ class MicroVmSandbox implements Sandbox {
       return await this.bootSteps(t0, deadline);
     } catch (err) {
       const e = toIsolaError(err);
+      // Every step waits at most until the deadline, so an agent timeout, or any failure at the
+      // deadline (timers fire on a millisecond clock, so "at" allows some slack), is the
+      // watchdog firing. A crashed QEMU is not: it is reported as it is.
+      const atDeadline = performance.now() >= deadline - BOOT_DEADLINE_SLACK_MS;
       if (
         e.code !== 'E_SANDBOX_BOOT_TIMEOUT' &&
-        performance.now() >= deadline - 1 &&
-        e.code !== 'E_QEMU_EXITED'
+        e.code !== 'E_QEMU_EXITED' &&
+        (e.code === 'E_AGENT_TIMEOUT' || atDeadline)
       ) {
         throw new IsolaError(
           'E_SANDBOX_BOOT_TIMEOUT',
