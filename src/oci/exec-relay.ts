@@ -5,9 +5,9 @@
 //   node exec-relay.js CONTROL_SOCKET PROCESS_JSON_FILE   (fd 3: readiness pipe)
 
 import { readFileSync } from 'node:fs';
-import os from 'node:os';
 import { toIsolaError } from '../errors.js';
 import { ControlClient } from './control.js';
+import { FORWARDED_SIGNALS, exitLike } from './exit-like.js';
 import { reportReady } from './ready.js';
 
 export async function relayExec(
@@ -35,30 +35,12 @@ export async function relayExec(
   stdin.on('data', (d) => client.send({ op: 'stdin' }, d as Buffer));
   stdin.on('end', () => client.send({ op: 'stdin', eof: true }));
   stdin.on('error', () => client.send({ op: 'stdin', eof: true }));
-  for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
+  for (const s of FORWARDED_SIGNALS) {
     process.on(s, () => client.send({ op: 'stdin', signal: s }));
   }
   const st = await exited;
   stdin.destroy();
   return st;
-}
-
-/** Exit like the exec'd process: same code, or the same signal. */
-export async function exitLike(st: {
-  exitCode: number | null;
-  signal: string | null;
-}): Promise<never> {
-  await new Promise<void>((r) =>
-    process.stdout.write('', () => process.stderr.write('', () => r())),
-  );
-  if (st.signal && st.signal in os.constants.signals) {
-    for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const)
-      process.removeAllListeners(s);
-    process.kill(process.pid, st.signal as NodeJS.Signals);
-    await new Promise((r) => setTimeout(r, 100));
-    process.exit(128 + (os.constants.signals as Record<string, number>)[st.signal]!);
-  }
-  process.exit(st.exitCode ?? 1);
 }
 
 const isMain = process.argv[1]?.endsWith('exec-relay.js');

@@ -26,6 +26,7 @@ import {
   translate,
 } from './config.js';
 import { type ControlConnection, type ControlRequest, serveControl } from './control.js';
+import { FORWARDED_SIGNALS, exitLike } from './exit-like.js';
 import { encodePlan } from './plan-encode.js';
 import { reportReady } from './ready.js';
 import { buildRootfsImage } from './rootfs.js';
@@ -168,23 +169,16 @@ function finish(status: ExitStatus): void {
       // deleted meanwhile
     }
     await sandbox?.destroy().catch(() => undefined);
-    await new Promise<void>((r) =>
-      process.stdout.write('', () => process.stderr.write('', () => r())),
-    );
-    if (
-      status.signal &&
-      SIGNALS.has(status.signal) &&
-      status.signal !== 'SIGSTOP' &&
-      status.signal !== 'SIGCONT'
-    ) {
-      // Die by the same signal, so our parent sees what runc's init would give it.
-      for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const)
-        process.removeAllListeners(s);
-      process.kill(process.pid, status.signal as NodeJS.Signals);
-      await new Promise((r) => setTimeout(r, 100));
-      process.exit(128 + (os.constants.signals as Record<string, number>)[status.signal]!);
+    if (bridge) {
+      // Let the pty bridge pass the last output on before we go.
+      const b = bridge;
+      await new Promise<void>((r) => {
+        b.once('exit', () => r());
+        b.stdin!.end();
+        setTimeout(r, 2000).unref();
+      });
     }
-    process.exit(status.exitCode ?? 1);
+    await exitLike(status);
   };
   void done();
 }
@@ -355,7 +349,7 @@ async function handle(req: ControlRequest, conn: ControlConnection): Promise<voi
 
 async function main(): Promise<void> {
   // Signals sent straight to the monitor (the container's pid to the outside) go to the container.
-  for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
+  for (const s of FORWARDED_SIGNALS) {
     process.on(s, () => {
       if (init) void init.signal(s).catch(() => undefined);
       else finish({ exitCode: null, signal: s });

@@ -149,17 +149,3 @@ export function listSandboxCgroups(): string[] {
   }
   return out;
 }
-
-/** Memory currently charged to a sandbox's cgroup (bytes), if known. */
-export function cgroupMemoryUsage(dirs: readonly string[]): number | null {
-  for (const d of dirs) {
-    for (const f of ['memory.current', 'memory.usage_in_bytes']) {
-      try {
-        return Number(readFileSync(path.join(d, f), 'utf8').trim());
-      } catch {
-        // try the next name
-      }
-    }
-  }
-  return null;
-}
