@@ -71,7 +71,7 @@ describe('parseConfig', () => {
     assert.equal(
       code(() =>
         config((c) => {
-          delete c.root;
+          c.root = undefined;
         }),
       ),
       'E_OCI_INVALID_CONFIG',
