@@ -1,15 +1,7 @@
 // CLI output helpers and the one place where errors become exit codes and messages.
-import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { IsolaError, toIsolaError } from '../errors.js';
 
-/** node:util parseArgs, with its errors turned into E_INVALID_ARGUMENT. */
-export function parseCli<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
-  try {
-    return parseArgs(config);
-  } catch (err) {
-    throw new IsolaError('E_INVALID_ARGUMENT', (err as Error).message, { cause: err });
-  }
-}
+export { parseCli } from '../util/args.js';
 
 export function printJson(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);

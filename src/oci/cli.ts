@@ -3,8 +3,9 @@
 // and argument parsing that accepts runc's flag spellings.
 
 import { appendFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import type { ParseArgsConfig } from 'node:util';
 import { IsolaError, toIsolaError } from '../errors.js';
+import { parseCli } from '../util/args.js';
 import type { StateStore } from './state.js';
 
 export interface Globals {
@@ -49,22 +50,13 @@ export function fail(g: Globals, err: unknown): number {
 /** parseArgs for one verb; unknown flags are an error, flags may follow positionals. */
 export function verbArgs(
   argv: string[],
-  options: NonNullable<NonNullable<Parameters<typeof parseArgs>[0]>['options']>,
+  options: NonNullable<ParseArgsConfig['options']>,
 ): { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] } {
-  try {
-    const r = parseArgs({
-      args: normaliseFlags(argv),
-      options,
-      allowPositionals: true,
-      strict: true,
-    });
-    return {
-      values: r.values as Record<string, string | boolean | string[] | undefined>,
-      positionals: r.positionals,
-    };
-  } catch (err) {
-    throw new IsolaError('E_INVALID_ARGUMENT', (err as Error).message, { cause: err });
-  }
+  const r = parseCli({ args: normaliseFlags(argv), options, allowPositionals: true, strict: true });
+  return {
+    values: r.values as Record<string, string | boolean | string[] | undefined>,
+    positionals: r.positionals,
+  };
 }
 
 /** runc accepts single-dash long flags (-bundle); normalise them to --bundle. */

@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
+import { REPO_ROOT } from '../assets/paths.js';
 import { IsolaError } from '../errors.js';
+import { CAPABILITIES } from './commands/features.js';
 import { defaultSpec } from './commands/spec.js';
 import {
   DEFAULT_DEVICES,
@@ -272,6 +276,12 @@ describe('translate', () => {
       'E_OCI_INVALID_CONFIG',
     );
   });
+});
+
+test('`features` lists exactly the capabilities the in-guest init knows', () => {
+  const c = readFileSync(path.join(REPO_ROOT, 'guest-assets/cinit.c'), 'utf8');
+  const known = [...c.matchAll(/"(CAP_[A-Z_]+)"/g)].map((m) => m[1]);
+  assert.deepEqual([...CAPABILITIES], known);
 });
 
 describe('OCI lifecycle', () => {

@@ -17,6 +17,7 @@ import { IsolaError, toIsolaError } from '../errors.js';
 import { type ExitStatus, SIGNALS as PROTOCOL_SIGNALS, type Signal } from '../protocol/messages.js';
 import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
 import type { Sandbox, SandboxProcess } from '../sandbox/sandbox.js';
+import { forwardStdin } from '../sandbox/stdin.js';
 import { processStartTime } from '../vmm/qemu-process.js';
 import {
   MAX_BIND_COPY_BYTES,
@@ -28,6 +29,7 @@ import {
 import { type ControlConnection, type ControlRequest, serveControl } from './control.js';
 import { FORWARDED_SIGNALS, exitLike } from './exit-like.js';
 import { encodePlan } from './plan-encode.js';
+import type { Plan } from './plan.js';
 import { reportReady } from './ready.js';
 import { buildRootfsImage } from './rootfs.js';
 import { StateStore, checkTransition } from './state.js';
@@ -232,16 +234,7 @@ async function startContainer(): Promise<void> {
   // Relay our stdin (the caller's) to the container; /dev/null ends at once.
   // process.stdin, not an fs stream on fd 0: a blocking read of a pipe in libuv's thread pool
   // would keep the process from exiting (Node joins those threads at exit) until the pipe ends.
-  const stdin = bridge ? bridge.stdout! : process.stdin;
-  stdin.on('data', (d) => {
-    stdin.pause();
-    proc.writeStdin(d as Buffer).then(
-      () => stdin.resume(),
-      () => undefined,
-    );
-  });
-  stdin.on('end', () => void proc.closeStdin().catch(() => undefined));
-  stdin.on('error', () => void proc.closeStdin().catch(() => undefined));
+  forwardStdin(bridge ? bridge.stdout! : process.stdin, proc);
   proc.exited.then(
     (s) => finish(s),
     () => finish({ exitCode: null, signal: 'SIGKILL' }),
@@ -309,16 +302,18 @@ async function handle(req: ControlRequest, conn: ControlConnection): Promise<voi
       if (p.terminal) throw new IsolaError('E_OCI_UNSUPPORTED', 'exec with a terminal');
       const n = ++execCount;
       const planPath = `${guestDir}/exec-${n}.plan`;
-      const { plan } = translate(
-        parseConfig({ ociVersion: '1.0.0', root: { path: 'rootfs' }, process: req.process }),
-        {
-          id,
-          bundle: state.bundle,
-          guestDir,
-          hostCpus: 1,
-        },
-      );
-      await sandbox!.writeFile(planPath, encodePlan({ ...plan, process: planProcess(p) }));
+      // `cinit exec` only reads the process part; the container part is already in place.
+      const plan: Plan = {
+        rootfs: `${guestDir}/rootfs`,
+        readonlyRoot: false,
+        namespaces: [],
+        mounts: [],
+        maskedPaths: [],
+        readonlyPaths: [],
+        sysctls: [],
+        process: planProcess(p),
+      };
+      await sandbox!.writeFile(planPath, encodePlan(plan));
       const target = await guestInitPid();
       const proc = await sandbox!.exec(
         { argv: [CINIT, 'exec', String(target), planPath], stdin: req.stdin === true },

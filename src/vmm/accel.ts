@@ -11,6 +11,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import os from 'node:os';
@@ -29,10 +30,15 @@ export interface AccelDecision {
   probeMs?: number;
 }
 
+let versionMemo: string | null = null;
+
+/** QEMU's version (`--version`, run once per process). */
 export function qemuVersion(): string {
+  if (versionMemo) return versionMemo;
   try {
     const out = execFileSync(QEMU_BINARY, ['--version'], { encoding: 'utf8' });
-    return /version\s+(\S+)/.exec(out)?.[1] ?? out.split('\n')[0] ?? 'unknown';
+    versionMemo = /version\s+(\S+)/.exec(out)?.[1] ?? out.split('\n')[0] ?? 'unknown';
+    return versionMemo;
   } catch (err) {
     throw new IsolaError(
       'E_QEMU_NOT_FOUND',
@@ -60,8 +66,26 @@ function cacheFile(): string {
   return path.join(cacheDir(), 'accel-probe.json');
 }
 
+/**
+ * The QEMU binary's identity without running it (path, size, mtime): the cache lookup sits on
+ * the path of every sandbox create, where a `qemu --version` process would cost ~30 ms.
+ */
+function qemuIdentity(): string {
+  const dirs = QEMU_BINARY.includes('/') ? [''] : (process.env.PATH ?? '').split(':');
+  for (const d of dirs) {
+    try {
+      const st = statSync(d ? path.join(d, QEMU_BINARY) : QEMU_BINARY);
+      if (st.isFile())
+        return `${d ? path.join(d, QEMU_BINARY) : QEMU_BINARY}:${st.size}:${st.mtimeMs}`;
+    } catch {
+      // not in this directory
+    }
+  }
+  return `${QEMU_BINARY}:${qemuVersion()}`; // not found: qemuVersion throws E_QEMU_NOT_FOUND
+}
+
 function cacheKey(assets: GuestAssets): string {
-  return [QEMU_BINARY, qemuVersion(), assets.files.kernel.sha256, os.release()].join('|');
+  return [qemuIdentity(), assets.files.kernel.sha256, os.release()].join('|');
 }
 
 /** Boot the probe guest under KVM; true when it reaches init within the time bound. */

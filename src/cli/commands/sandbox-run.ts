@@ -6,6 +6,7 @@ import os from 'node:os';
 import type { Signal } from '../../protocol/messages.js';
 import { MicroVmDriver } from '../../sandbox/drivers/microvm.js';
 import type { Sandbox } from '../../sandbox/sandbox.js';
+import { forwardStdin } from '../../sandbox/stdin.js';
 import { ms, parseCli, reportError, usageError } from '../output.js';
 
 export async function sandboxRun(argv: string[]): Promise<number> {
@@ -67,19 +68,9 @@ async function runIn(sandbox: Sandbox, cmd: string[], verbose: boolean): Promise
       { onStdout: (d) => process.stdout.write(d), onStderr: (d) => process.stderr.write(d) },
     );
     proc = p;
-    const onData = (d: Buffer) => {
-      process.stdin.pause();
-      p.writeStdin(d).then(
-        () => process.stdin.resume(),
-        () => undefined,
-      );
-    };
-    const onEnd = () => void p.closeStdin().catch(() => undefined);
-    process.stdin.on('data', onData);
-    process.stdin.on('end', onEnd);
+    const stop = forwardStdin(process.stdin, p);
     const status = await p.exited;
-    process.stdin.off('data', onData);
-    process.stdin.off('end', onEnd);
+    stop();
     process.stdin.destroy();
     if (status.exitCode !== null) return status.exitCode;
     const signo = status.signal

@@ -2,6 +2,7 @@
 // --detach, wait for the container, remove it and exit with its status (128+N for a signal).
 import os from 'node:os';
 import { type Ctx, verbArgs } from '../cli.js';
+import { FORWARDED_SIGNALS } from '../exit-like.js';
 import { validateId } from '../state.js';
 import { CREATE_OPTIONS, createContainer } from './create.js';
 import { deleteContainer } from './delete.js';
@@ -34,8 +35,7 @@ export async function run(ctx: Ctx, argv: string[]): Promise<number> {
   if (detach) return 0;
   // Signals to `run` go to the container, as with runc run.
   const forward = (sig: NodeJS.Signals) => child.kill(sig);
-  for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const)
-    process.on(s, forward);
+  for (const s of FORWARDED_SIGNALS) process.on(s, forward);
   const { code, signal } = await exited;
   await deleteContainer(ctx, id, true);
   if (signal) return 128 + ((os.constants.signals as Record<string, number>)[signal] ?? 0);

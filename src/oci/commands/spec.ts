@@ -5,6 +5,9 @@ import { IsolaError } from '../../errors.js';
 import { type Ctx, verbArgs } from '../cli.js';
 import { OCI_VERSION_SUPPORTED } from '../config.js';
 
+/** runc's starter capability set, in every set that has one. */
+const DEFAULT_CAPS = ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'];
+
 export function defaultSpec(): Record<string, unknown> {
   return {
     ociVersion: OCI_VERSION_SUPPORTED,
@@ -15,9 +18,9 @@ export function defaultSpec(): Record<string, unknown> {
       env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'TERM=xterm'],
       cwd: '/',
       capabilities: {
-        bounding: ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'],
-        effective: ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'],
-        permitted: ['CAP_AUDIT_WRITE', 'CAP_KILL', 'CAP_NET_BIND_SERVICE'],
+        bounding: [...DEFAULT_CAPS],
+        effective: [...DEFAULT_CAPS],
+        permitted: [...DEFAULT_CAPS],
       },
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
       noNewPrivileges: true,
