@@ -76,6 +76,78 @@ export const ERROR_CODES = {
     doc: 'The operation is illegal in the container state (OCI lifecycle).',
   },
   E_OCI_HOOK: { exit: 1, http: 500, doc: 'A hook from config.json failed or timed out.' },
+  E_IMAGE_REFERENCE: {
+    exit: 2,
+    http: 400,
+    doc: 'An image reference does not parse (name[:tag][@digest], lowercase repository, valid digest).',
+  },
+  E_IMAGE_NOT_FOUND: {
+    exit: 5,
+    http: 404,
+    doc: 'No such image in the store, or the registry has no such repository, tag or digest.',
+  },
+  E_IMAGE_DIGEST_MISMATCH: {
+    exit: 5,
+    http: 502,
+    doc: 'A blob or manifest does not match its digest (or declared size); nothing was stored.',
+  },
+  E_IMAGE_MEDIA_TYPE: {
+    exit: 5,
+    http: 415,
+    doc: 'A manifest, config or layer has a media type isola does not know.',
+  },
+  E_IMAGE_PLATFORM: {
+    exit: 5,
+    http: 404,
+    doc: 'The image index has no manifest for the requested platform.',
+  },
+  E_IMAGE_MANIFEST: {
+    exit: 5,
+    http: 502,
+    doc: 'A manifest, index or image config is malformed.',
+  },
+  E_IMAGE_UNSAFE_LAYER: {
+    exit: 5,
+    http: 422,
+    doc: 'A layer entry would write outside the root (.., absolute path, escaping link); nothing was written outside.',
+  },
+  E_IMAGE_BAD_LAYER: {
+    exit: 5,
+    http: 422,
+    doc: 'A layer is not a valid (compressed) tar archive.',
+  },
+  E_IMAGE_ARCHIVE: {
+    exit: 5,
+    http: 400,
+    doc: 'An import archive is neither a docker-save archive nor an OCI image layout, or is damaged.',
+  },
+  E_IMAGE_IN_USE: { exit: 5, http: 409, doc: 'The image is in use and cannot be removed.' },
+  E_REGISTRY_AUTH: {
+    exit: 6,
+    http: 401,
+    doc: 'The registry refused the credentials (or anonymous access) for this repository.',
+  },
+  E_REGISTRY_UNAVAILABLE: {
+    exit: 6,
+    http: 502,
+    doc: 'The registry could not be reached or kept failing (5xx, broken connections) after retries.',
+  },
+  E_REGISTRY_PROTOCOL: {
+    exit: 6,
+    http: 502,
+    doc: 'The registry answered something the distribution API does not allow.',
+  },
+  E_REGISTRY_INSECURE: {
+    exit: 6,
+    http: 400,
+    doc: 'Plain http to a registry that is neither on loopback nor in the insecure list.',
+  },
+  E_STORE_NO_SPACE: {
+    exit: 7,
+    http: 507,
+    doc: 'The image store ran out of disk space; partial data was removed and the store is consistent.',
+  },
+  E_STORE_IO: { exit: 7, http: 500, doc: 'Reading or writing the image store failed.' },
   E_INTERNAL: { exit: 70, http: 500, doc: 'An unexpected internal error (a bug).' },
 } as const satisfies Record<string, { exit: number; http: number; doc: string }>;
 
