@@ -1,6 +1,8 @@
 // `isola` command-line entry: dispatches to one module per command (src/cli/commands/).
 import { demo } from './commands/demo.js';
 import { doctor } from './commands/doctor.js';
+import { image } from './commands/image.js';
+import { run } from './commands/run.js';
 import { sandboxRun } from './commands/sandbox-run.js';
 import { reportError } from './output.js';
 
@@ -12,6 +14,10 @@ commands:
                                 check the host: accelerator, QEMU, guest assets, cgroups, network
   sandbox run [--memory MiB] [--vcpus N] [--env K=V]... [--json] -- CMD [ARGS...]
                                 run a command in a fresh micro-VM with stdio attached
+  image pull|import|export|ls|inspect|rm|prune|unpack|rootfs
+                                OCI images: see \`isola image help\`
+  run [--memory MiB] [-e K=V]... [-t] IMAGE [CMD [ARGS...]]
+                                run an image in its own micro-VM (pulled when missing)
   help                          this text
 `;
 
@@ -20,6 +26,8 @@ type Command = (argv: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   demo,
   doctor,
+  image,
+  run,
   sandbox: async (argv) => {
     if (argv[0] === 'run') return sandboxRun(argv.slice(1));
     process.stderr.write(USAGE);

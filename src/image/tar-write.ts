@@ -123,7 +123,12 @@ export function entryHeader(e: TarEntryInput, size: number): Buffer {
   if (records.length === 0) return main;
   const pax = Buffer.concat(records);
   const paxName = `PaxHeaders/${name.split('/').pop()}`.slice(0, 100);
-  return Buffer.concat([rawHeader(paxName, 'x', pax.length, { mode: 0o644 }), pax, padding(pax.length), main]);
+  return Buffer.concat([
+    rawHeader(paxName, 'x', pax.length, { mode: 0o644 }),
+    pax,
+    padding(pax.length),
+    main,
+  ]);
 }
 
 /** The two zero blocks that end an archive. */

@@ -14,6 +14,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '../assets/paths.js';
 import { IsolaError, toIsolaError } from '../errors.js';
+import { resolveImage } from '../image/images.js';
+import { createWritableLayer, ensureRootfsImage } from '../image/rootfs.js';
+import { ImageStore, defaultStoreDir } from '../image/store/store.js';
 import { type ExitStatus, SIGNALS as PROTOCOL_SIGNALS, type Signal } from '../protocol/messages.js';
 import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
 import type { Sandbox, SandboxProcess } from '../sandbox/sandbox.js';
@@ -31,7 +34,7 @@ import { FORWARDED_SIGNALS, exitLike } from './exit-like.js';
 import { encodePlan } from './plan-encode.js';
 import type { Plan } from './plan.js';
 import { reportReady } from './ready.js';
-import { buildRootfsImage } from './rootfs.js';
+import { IMAGE_ANNOTATION, IMAGE_STORE_ANNOTATION, buildRootfsImage } from './rootfs.js';
 import { StateStore, checkTransition } from './state.js';
 
 /** Host half of terminal mode; Debian's python3 (not whatever `python3` is first on PATH). */
@@ -101,6 +104,40 @@ async function must(sb: Sandbox, argv: string[]): Promise<void> {
     throw new IsolaError('E_INTERNAL', `${argv.join(' ')} failed in the guest: ${r.stderr.trim()}`);
 }
 
+/**
+ * The container's root disk. With the annotation org.isola.image (a name or digest in the image
+ * store; org.isola.image.store names the store), the image's shared root filesystem image with a
+ * private copy-on-write layer; otherwise an ext4 image built from the bundle's rootfs directory.
+ */
+async function rootDrive(
+  config: ReturnType<typeof parseConfig>,
+  bundle: string,
+): Promise<{ path: string; readonly: boolean; format: 'raw' | 'qcow2' }> {
+  const t0 = performance.now();
+  const ref = config.annotations?.[IMAGE_ANNOTATION];
+  if (ref) {
+    const images = ImageStore.open(
+      config.annotations?.[IMAGE_STORE_ANNOTATION] ?? defaultStoreDir(),
+    );
+    const rec = resolveImage(images, ref);
+    // Held until this monitor exits, so prune keeps the base image while the container lives.
+    images.lease([rec.manifestDigest, rec.configDigest]);
+    const base = await ensureRootfsImage(images, rec);
+    const overlay = path.join(store.dir(id), 'rootfs.qcow2');
+    await createWritableLayer(base.path, overlay);
+    timings.rootfsImageMs = performance.now() - t0;
+    log(
+      `image ${rec.name}: base ${base.path} (${base.built ? 'built' : 'cached'}), overlay in ${Math.round(timings.rootfsImageMs)} ms`,
+    );
+    return { path: overlay, readonly: config.root.readonly === true, format: 'qcow2' };
+  }
+  const image = path.join(store.dir(id), 'rootfs.ext4');
+  const img = await buildRootfsImage(path.resolve(bundle, config.root.path), image);
+  timings.rootfsImageMs = img.ms;
+  log(`rootfs image ${img.bytes} bytes in ${Math.round(img.ms)} ms`);
+  return { path: image, readonly: config.root.readonly === true, format: 'raw' };
+}
+
 async function prepare(): Promise<void> {
   const state = store.read(id);
   const config = parseConfig(
@@ -115,15 +152,11 @@ async function prepare(): Promise<void> {
   });
   if (config.process.terminal && state.consoleSocket)
     bridge = await startPtyBridge(state.consoleSocket);
-  const image = path.join(store.dir(id), 'rootfs.ext4');
-  const rootfsDir = path.resolve(state.bundle, config.root.path);
-  const img = await buildRootfsImage(rootfsDir, image);
-  timings.rootfsImageMs = img.ms;
-  log(`rootfs image ${img.bytes} bytes in ${Math.round(img.ms)} ms`);
+  const drive = await rootDrive(config, state.bundle);
   sandbox = await new MicroVmDriver().create({
     memoryMiB: t.vm.memoryMiB,
     vcpus: t.vm.vcpus,
-    drives: [{ path: image, readonly: config.root.readonly === true }],
+    drives: [drive],
   });
   store.update(id, { sandboxId: sandbox.id });
   await sandbox.start();

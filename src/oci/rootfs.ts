@@ -11,6 +11,11 @@ import { IsolaError } from '../errors.js';
 
 const execFileP = promisify(execFile);
 
+/** Bundle annotation: run on this stored image's shared root filesystem instead of root.path. */
+export const IMAGE_ANNOTATION = 'org.isola.image';
+/** Bundle annotation: the image store to find it in (default: ISOLA_STORE or the user's store). */
+export const IMAGE_STORE_ANNOTATION = 'org.isola.image.store';
+
 /** Free space in the image for the container's writes. */
 export const ROOTFS_WRITABLE_SLACK_BYTES = 256 * 1024 * 1024;
 
