@@ -133,7 +133,7 @@ before(async () => {
     },
   ]);
   await pushLayout(traversal.dir, 'v1', plain, 'test/traversal:v1');
-  const escape = layout('escape', [
+  const escaping = layout('escape', [
     {
       layers: [
         {
@@ -145,7 +145,7 @@ before(async () => {
       ],
     },
   ]);
-  await pushLayout(escape.dir, 'v1', plain, 'test/escape:v1');
+  await pushLayout(escaping.dir, 'v1', plain, 'test/escape:v1');
   // ~6 MB of incompressible data, for the disk-full and resume tests.
   const big = layout('big', [
     {
