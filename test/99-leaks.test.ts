@@ -1,7 +1,7 @@
 // Runs last: after the whole suite, nothing of it may remain: no QEMU process, no sandbox folder
 // or socket in the suite's run dir, no sandbox cgroup, no temp dir.
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import { test } from 'node:test';
 import { leftovers } from './helpers.js';
@@ -12,4 +12,21 @@ test('no QEMU process, socket, cgroup or temp dir of the suite remains', () => {
     (n) => n.startsWith('isola-') && n !== 'isola-test-run' && !n.startsWith('isola-test-report-'),
   );
   assert.deepEqual(temps, []);
+});
+
+test('no registry, token server or skopeo process of the image tests remains', () => {
+  // Any process whose command line names a test registry's folder (registry, setpriv wrapper).
+  const procs = readdirSync('/proc').filter((p) => {
+    if (!/^\d+$/.test(p)) return false;
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('isola-test-registry-');
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(procs, []);
+  const mounts = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('isola-test-') || l.startsWith('isola-bench'));
+  assert.deepEqual(mounts, [], 'no tmpfs of the tests left mounted');
 });

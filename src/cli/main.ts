@@ -1,9 +1,4 @@
 // `isola` command-line entry: dispatches to one module per command (src/cli/commands/).
-import { demo } from './commands/demo.js';
-import { doctor } from './commands/doctor.js';
-import { image } from './commands/image.js';
-import { run } from './commands/run.js';
-import { sandboxRun } from './commands/sandbox-run.js';
 import { reportError } from './output.js';
 
 const USAGE = `usage: isola <command> [options]
@@ -23,13 +18,15 @@ commands:
 
 type Command = (argv: string[]) => Promise<number>;
 
+// Commands load on demand: `isola image ls` need not load the VMM and the OCI runtime.
 const COMMANDS: Record<string, Command> = {
-  demo,
-  doctor,
-  image,
-  run,
+  demo: async (argv) => (await import('./commands/demo.js')).demo(argv),
+  doctor: async (argv) => (await import('./commands/doctor.js')).doctor(argv),
+  image: async (argv) => (await import('./commands/image.js')).image(argv),
+  run: async (argv) => (await import('./commands/run.js')).run(argv),
   sandbox: async (argv) => {
-    if (argv[0] === 'run') return sandboxRun(argv.slice(1));
+    if (argv[0] === 'run')
+      return (await import('./commands/sandbox-run.js')).sandboxRun(argv.slice(1));
     process.stderr.write(USAGE);
     return 2;
   },
