@@ -10,14 +10,15 @@
 // Device nodes are not created on the host. The walk trusts that nothing else changes the root
 // while a layer is applied (the image store applies one layer at a time).
 //
-// Extended attributes: Node has no setxattr and running `setfattr` per file would cost a process
-// per entry, so xattrs (security.capability, mostly) are not applied; they are counted in
-// `xattrsSkipped` so a caller can tell an image that had them.
+// Extended attributes (PAX SCHILY.xattr.*: security.capability, mostly) are gathered while the
+// layer is applied and set at its end by one helper process (xattrs.ts); what could not be set is
+// counted in `xattrsSkipped`.
 
 import { execFile } from 'node:child_process';
 import fs, { type Stats, constants } from 'node:fs';
 import { IsolaError } from '../errors.js';
 import { type TarHeader, readTar } from './tar-read.js';
+import { type XattrRecord, applyXattrs } from './xattrs.js';
 
 export interface UnpackOptions {
   /** Running as root: chown entries; default process.getuid?.() === 0 */
@@ -40,7 +41,9 @@ export interface UnpackStats {
   skippedDevices: number;
   /** Entries of other types (GNU sparse, volume labels) and AUFS `.wh..wh.` metadata. */
   skippedOther: number;
-  /** Extended attributes not applied (see the module comment). */
+  /** Extended attributes applied. */
+  xattrs: number;
+  /** Extended attributes not applied (no helper, or the filesystem or namespace refused). */
   xattrsSkipped: number;
   /** Bytes of file content written. */
   bytes: number;
@@ -183,9 +186,12 @@ class Applier {
     opaques: 0,
     skippedDevices: 0,
     skippedOther: 0,
+    xattrs: 0,
     xattrsSkipped: 0,
     bytes: 0,
   };
+  /** Extended attributes to apply once the layer is in place (one helper process per layer). */
+  readonly xattrs: XattrRecord[] = [];
   /** Absolute paths known to be real directories (not symlinks) in this run. */
   private readonly dirs = new Set<string>();
   /** Lexical parent name -> its resolved components; saves re-walking symlinked parents. */
@@ -323,7 +329,6 @@ class Applier {
           return;
         default:
       }
-      this.stats.xattrsSkipped += Object.keys(header.xattrs).length;
       const dir = this.resolveDir(parts.slice(0, -1), true, name)!;
       const rel = dir.length ? `${dir.join('/')}/${base}` : base;
       const abs = `${this.root}/${rel}`;
@@ -356,6 +361,8 @@ class Applier {
           break;
       }
       this.markCreated(rel);
+      if (Object.keys(header.xattrs).length > 0)
+        this.xattrs.push({ path: abs, xattrs: header.xattrs });
     } catch (err) {
       throw storeError(err, name);
     }
@@ -523,5 +530,8 @@ export async function applyLayer(
   const applier = new Applier(realRoot, opts.chown ?? process.getuid?.() === 0);
   for await (const { header, body } of readTar(tar)) await applier.apply(header, body);
   applier.finish();
+  const x = await applyXattrs(realRoot, applier.xattrs);
+  applier.stats.xattrs = x.applied;
+  applier.stats.xattrsSkipped = x.failed;
   return applier.stats;
 }
