@@ -570,6 +570,28 @@ describe('run', () => {
       1,
       'one shared root filesystem image',
     );
+    // While a container runs, its image cannot be removed (its monitor holds a lease).
+    const rec = resolveImage(s, ref);
+    const running = spawn(
+      ISOLA_BIN,
+      ['run', ref, 'sh', '-c', 'trap "exit 0" TERM; sleep 60 & wait'],
+      { env: { ...process.env, ISOLA_STORE: dir }, stdio: 'ignore' },
+    );
+    const exited = new Promise<number | null>((r) => running.once('exit', (c) => r(c)));
+    try {
+      for (let i = 0; i < 300 && s.holders([rec.manifestDigest]).length === 0; i++)
+        await new Promise((r) => setTimeout(r, 100));
+      assert.ok(s.holders([rec.manifestDigest]).length > 0, 'the container holds its image');
+      const refused = cli(['image', 'rm', ref], dir);
+      assert.equal(refused.code, 5);
+      assert.match(refused.err, /E_IMAGE_IN_USE/);
+      // Let the guest get to `wait` before asking it to stop.
+      await new Promise((r) => setTimeout(r, 6000));
+    } finally {
+      running.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0);
+    assert.deepEqual(s.holders([rec.manifestDigest]), [], 'the lease went with the container');
     s.close();
     // Prune keeps the root filesystem of a named image.
     pruneStore(ImageStore.open(dir));

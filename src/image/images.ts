@@ -49,11 +49,23 @@ export function resolveImage(store: ImageStore, query: string): ImageRecord {
   );
 }
 
-/** Remove names; blobs go at the next prune. */
-export function removeImages(store: ImageStore, queries: string[]): ImageRecord[] {
+/**
+ * Remove names; blobs go at the next prune. A name whose image a live process holds (a running
+ * container, a pull in progress) is refused with E_IMAGE_IN_USE unless `force`; the container
+ * keeps its root filesystem either way, because its lease keeps it from prune.
+ */
+export function removeImages(store: ImageStore, queries: string[], force = false): ImageRecord[] {
   const removed: ImageRecord[] = [];
   for (const q of queries) {
     const rec = resolveImage(store, q);
+    const pids = store.holders([rec.manifestDigest]);
+    if (pids.length > 0 && !force) {
+      throw new IsolaError(
+        'E_IMAGE_IN_USE',
+        `${rec.name} is in use by process ${pids.join(', ')} (a running container?); stop it or use --force`,
+        { details: { pids } },
+      );
+    }
     // An id removes every name of that image, as `docker rmi <id>` with one name would.
     const isId = /^(sha256:)?[a-f0-9]{12,64}$/.test(q);
     const names = isId

@@ -21,7 +21,7 @@ export const IMAGE_USAGE = `usage: isola image <command> [--store DIR] [--json]
   export REF -o FILE   write an archive that is both an OCI layout and a docker-save archive
   ls [-q]              list images
   inspect REF          manifest digest, config, layers (REF: name, digest or id prefix)
-  rm REF...            remove names (blobs go at the next prune)
+  rm [-f] REF...       remove names (blobs go at the next prune); -f even if a container uses it
   prune                remove blobs, root filesystems and partial downloads nothing uses
   unpack REF DIR       apply the layers onto DIR
   rootfs REF           build (once) and print the image's shared root filesystem image
@@ -372,14 +372,14 @@ function inspect(argv: string[]): number {
 function rm(argv: string[]): number {
   const { values, positionals } = parseCli({
     args: argv,
-    options: COMMON,
+    options: { ...COMMON, force: { type: 'boolean', short: 'f', default: false } },
     allowPositionals: true,
     strict: true,
   });
   if (positionals.length === 0) throw usageError('usage: isola image rm REF...');
   const store = openStore(values.store);
   try {
-    const removed = removeImages(store, positionals);
+    const removed = removeImages(store, positionals, values.force);
     if (values.json) printJson(removed.map((r) => ({ name: r.name, digest: r.digest })));
     else for (const r of removed) process.stdout.write(`removed ${r.name}\n`);
     return 0;

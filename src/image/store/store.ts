@@ -398,6 +398,21 @@ export class ImageStore {
     for (const d of digests) ins.run(id, d);
   }
 
+  /** Pids of other live processes holding any of these digests (a running container, a pull). */
+  holders(digests: string[]): number[] {
+    const rows = wrap('read leases', () =>
+      this.db
+        .prepare(
+          `SELECT DISTINCT l.pid, l.host FROM leases l JOIN lease_blobs b ON b.lease_id = l.id
+           WHERE b.digest IN (${digests.map(() => '?').join(',')})`,
+        )
+        .all(...digests),
+    ) as Array<{ pid: number; host: string }>;
+    return rows
+      .filter((r) => r.pid !== process.pid && r.host === os.hostname() && pidAlive(r.pid))
+      .map((r) => r.pid);
+  }
+
   releaseLease(id: string): void {
     this.locked('release lease', () => {
       this.db.prepare('DELETE FROM leases WHERE id = ?').run(id);
