@@ -125,7 +125,11 @@ export interface RootfsImage {
   ms: number;
 }
 
-/** Build a directory into an ext4 image file (sparse; headroom for the sandbox's writes). */
+/**
+ * Build a directory into an ext4 image file with `mkfs.ext4 -d` (no root, no loop device; owners,
+ * modes and xattrs copied); sparse, with `headroom` bytes free for writes. Failures are
+ * E_STORE_NO_SPACE or E_STORE_IO; callers with other contexts re-map them.
+ */
 export async function mkfsFromDir(
   dir: string,
   image: string,
@@ -138,8 +142,6 @@ export async function mkfsFromDir(
       '-F',
       '-O',
       '^has_journal',
-      '-E',
-      'root_owner=0:0',
       '-L',
       'rootfs',
       '-d',

@@ -28,7 +28,7 @@ import {
   rmSync,
   statSync,
   unlinkSync,
-  writeSync,
+  writeFileSync,
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -121,6 +121,16 @@ function pidAlive(pid: number): boolean {
     return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** fsync a file (or directory) by path. */
+function fsyncPath(p: string): void {
+  const fd = openSync(p, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -246,13 +256,8 @@ export class ImageStore {
       `${parseDigest(digest).hex}.${process.pid}.${randomBytes(4).toString('hex')}`,
     );
     try {
-      const fd = openSync(tmp, 'wx', 0o644);
-      try {
-        writeSync(fd, bytes);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
+      writeFileSync(tmp, bytes, { flag: 'wx', mode: 0o644 });
+      fsyncPath(tmp);
       renameSync(tmp, this.blobPath(digest));
     } catch (err) {
       rmSync(tmp, { force: true });
@@ -295,12 +300,7 @@ export class ImageStore {
     try {
       if (move) renameSync(file, tmp);
       else copyFileSync(file, tmp);
-      const fd = openSync(tmp, 'r');
-      try {
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
+      fsyncPath(tmp);
       renameSync(tmp, this.blobPath(digest));
     } catch (err) {
       rmSync(tmp, { force: true });
@@ -341,19 +341,9 @@ export class ImageStore {
     const partial = this.ingestPath(digest);
     const final = this.blobPath(digest);
     try {
-      const fd = openSync(partial, 'r');
-      try {
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
+      fsyncPath(partial);
       renameSync(partial, final);
-      const dfd = openSync(path.dirname(final), 'r');
-      try {
-        fsyncSync(dfd);
-      } finally {
-        closeSync(dfd);
-      }
+      fsyncPath(path.dirname(final));
     } catch (err) {
       throw storeError(err as NodeJS.ErrnoException, final);
     }
