@@ -5,17 +5,23 @@
 // Export writes one archive that is both an OCI layout and a docker-save archive, so
 // `docker load`, `podman load`, `skopeo copy oci-archive:` and `isola image import` all read it.
 
+import { createHash } from 'node:crypto';
 import {
+  closeSync,
+  copyFileSync,
   createReadStream,
   createWriteStream,
   existsSync,
   mkdirSync,
+  openSync,
   readFileSync,
+  readSync,
   renameSync,
   rmSync,
   statSync,
 } from 'node:fs';
 import path from 'node:path';
+import { createGunzip } from 'node:zlib';
 import { IsolaError } from '../errors.js';
 import { sniffCompression } from './decompress.js';
 import {
@@ -29,7 +35,7 @@ import {
   parseManifest,
   selectPlatform,
 } from './manifest.js';
-import { digestOf } from './pull.js';
+import { digestOf, storeName } from './pull.js';
 import {
   familiarName,
   formatReference,
@@ -99,15 +105,9 @@ export async function importArchive(
 
 /** Unpack the regular files of an archive into dir (names checked; links resolved inside). */
 async function extractArchive(file: string, dir: string): Promise<void> {
-  const head = Buffer.alloc(8);
-  const { openSync, readSync, closeSync } = await import('node:fs');
-  const fd = openSync(file, 'r');
-  readSync(fd, head, 0, 8, 0);
-  closeSync(fd);
-  const kind = sniffCompression(head);
+  const kind = sniffFile(file);
   let source: AsyncIterable<Buffer> = createReadStream(file);
   if (kind === 'gzip') {
-    const { createGunzip } = await import('node:zlib');
     source = createReadStream(file).pipe(createGunzip());
   } else if (kind !== 'none') {
     throw archiveError(
@@ -145,7 +145,6 @@ async function extractArchive(file: string, dir: string): Promise<void> {
       throw archiveError(`${file}: ${err.message}`, err);
     throw err;
   }
-  const { copyFileSync } = await import('node:fs');
   for (const [name, target] of links) {
     if (!existsSync(path.join(dir, target))) continue;
     mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
@@ -253,8 +252,7 @@ async function importEntry(
     await store.putBlobFile(l.digest, f, move);
   }
   const rec: ImageRecord = {
-    name:
-      ref.tag !== undefined ? `${ref.registry}/${ref.repository}:${ref.tag}` : formatReference(ref),
+    name: storeName(ref),
     digest: entry.digest,
     manifestDigest,
     configDigest: m.config.digest,
@@ -328,12 +326,7 @@ async function importDockerSave(
     for (let i = 0; i < e.Layers.length; i++) {
       const f = path.join(dir, safeName(e.Layers[i] as string));
       if (!existsSync(f)) throw archiveError(`layer ${e.Layers[i]} is missing from the archive`);
-      const head = Buffer.alloc(8);
-      const { openSync, readSync, closeSync } = await import('node:fs');
-      const fd = openSync(f, 'r');
-      readSync(fd, head, 0, 8, 0);
-      closeSync(fd);
-      const kind = sniffCompression(head);
+      const kind = sniffFile(f);
       const digest = await fileDigest(f);
       if (kind === 'none' && digest !== config.rootfs.diff_ids[i]) {
         throw archiveError(
@@ -367,10 +360,7 @@ async function importDockerSave(
     for (const n of names) {
       const ref = parseReference(n);
       const rec: ImageRecord = {
-        name:
-          ref.tag !== undefined
-            ? `${ref.registry}/${ref.repository}:${ref.tag}`
-            : formatReference(ref),
+        name: storeName(ref),
         digest: manifestDigest,
         manifestDigest,
         configDigest,
@@ -400,8 +390,19 @@ function readFileSafe(dir: string, name: string): Buffer {
   }
 }
 
+/** Compression of a file, from its first bytes. */
+function sniffFile(file: string): ReturnType<typeof sniffCompression> {
+  const head = Buffer.alloc(8);
+  const fd = openSync(file, 'r');
+  try {
+    readSync(fd, head, 0, 8, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return sniffCompression(head);
+}
+
 async function fileDigest(file: string): Promise<string> {
-  const { createHash } = await import('node:crypto');
   const h = createHash('sha256');
   for await (const c of createReadStream(file)) h.update(c as Buffer);
   return `sha256:${h.digest('hex')}`;

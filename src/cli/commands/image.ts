@@ -462,7 +462,7 @@ async function rootfs(argv: string[]): Promise<number> {
     if (values.json)
       printJson({
         name: rec.name,
-        platform: formatPlatform(parsePlatform(rec.platform)),
+        platform: rec.platform,
         ...r,
         ms: Math.round(r.ms),
       });

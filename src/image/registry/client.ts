@@ -51,7 +51,6 @@ export class RegistryClient {
   private readonly idleMs: number;
   /** Authorization header value per scope ('' = anonymous worked). */
   private readonly authByScope = new Map<string, string>();
-  private basicAllowed = false;
 
   constructor(opts: RegistryClientOptions) {
     this.opts = opts;
@@ -388,7 +387,6 @@ export class RegistryClient {
           `${this.opts.registry} requires a login (Basic auth) and no credentials were given (--creds or an auth file)`,
         );
       }
-      this.basicAllowed = true;
       return `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
     }
     throw new IsolaError(
@@ -445,11 +443,6 @@ export class RegistryClient {
         throw new IsolaError('E_REGISTRY_PROTOCOL', 'token server answered without a token');
       return token;
     });
-  }
-
-  /** True once the registry asked for Basic auth (for diagnostics). */
-  get usedBasicAuth(): boolean {
-    return this.basicAllowed;
   }
 }
 
