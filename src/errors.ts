@@ -148,6 +148,75 @@ export const ERROR_CODES = {
     doc: 'The image store ran out of disk space; partial data was removed and the store is consistent.',
   },
   E_STORE_IO: { exit: 7, http: 500, doc: 'Reading or writing the image store failed.' },
+  E_UNAUTHORIZED: {
+    exit: 8,
+    http: 401,
+    doc: 'No API key, an unknown key or a revoked key (Authorization: Bearer KEY).',
+  },
+  E_FORBIDDEN: { exit: 8, http: 403, doc: 'The key may not do this (a tenant key on an admin route).' },
+  E_NOT_FOUND: {
+    exit: 8,
+    http: 404,
+    doc: 'No such tenant, key, function, version or alias (or it belongs to another tenant).',
+  },
+  E_CONFLICT: { exit: 8, http: 409, doc: 'A resource with that name already exists.' },
+  E_PAYLOAD_TOO_LARGE: {
+    exit: 8,
+    http: 413,
+    doc: 'The request body is over the limit (6 MiB for invocations, more for bundle uploads).',
+  },
+  E_THROTTLED: {
+    exit: 8,
+    http: 429,
+    doc: 'A concurrency, instance or memory limit is reached; retry after the Retry-After seconds.',
+  },
+  E_BAD_BUNDLE: {
+    exit: 8,
+    http: 400,
+    doc: 'A function bundle is not a directory, zip or tar with package.json and its handler file.',
+  },
+  E_FUNCTION_RUNTIME: { exit: 8, http: 400, doc: 'Unknown function runtime.' },
+  E_SERVER_UNREACHABLE: {
+    exit: 8,
+    http: 502,
+    doc: 'The CLI could not reach the isola server (ISOLA_URL or --url).',
+  },
+  E_SHUTTING_DOWN: {
+    exit: 8,
+    http: 503,
+    doc: 'The server is shutting down and takes no new invocations.',
+  },
+  E_DB: { exit: 8, http: 500, doc: 'The control plane database failed (SQLite or PostgreSQL).' },
+  E_FUNCTION_ERROR: {
+    exit: 9,
+    http: 500,
+    doc: 'The handler threw or rejected; the error carries its type, message and stack.',
+  },
+  E_FUNCTION_INIT: {
+    exit: 9,
+    http: 502,
+    doc: 'The function could not be loaded (module error, no handler export, server on :8080 not up).',
+  },
+  E_FUNCTION_TIMEOUT: {
+    exit: 9,
+    http: 504,
+    doc: 'The invocation ran past the function timeout; its instance was replaced.',
+  },
+  E_FUNCTION_OOM: {
+    exit: 9,
+    http: 502,
+    doc: 'The function ran out of memory; its instance was replaced.',
+  },
+  E_FUNCTION_CRASHED: {
+    exit: 9,
+    http: 502,
+    doc: 'The function process exited (process.exit, a fatal signal) during the invocation; its instance was replaced.',
+  },
+  E_FUNCTION_UNAVAILABLE: {
+    exit: 9,
+    http: 503,
+    doc: 'No instance could be started for the function (sandbox boot failed).',
+  },
   E_INTERNAL: { exit: 70, http: 500, doc: 'An unexpected internal error (a bug).' },
 } as const satisfies Record<string, { exit: number; http: number; doc: string }>;
 
