@@ -15,9 +15,10 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # python3: the host half of terminal mode (src/oci/pty-bridge.py passes a pty over a socket);
 # qemu-utils: qemu-img for the per-sandbox copy-on-write layer over a shared image root
 # filesystem; docker-registry, skopeo and apache2-utils (htpasswd): the image tests run a real
-# registry on loopback and push test images to it; openssl: the token server's signing certificate.
+# registry on loopback and push test images to it; openssl: the token server's signing certificate;
+# postgresql: the platform store's contract tests run a real PostgreSQL server on loopback.
 PKGS=(qemu-system-x86 qemu-utils busybox-static e2fsprogs util-linux cpio iproute2 lz4 xz-utils zstd gcc
-  libc6-dev containerd podman python3 docker-registry skopeo apache2-utils openssl)
+  libc6-dev containerd podman python3 docker-registry skopeo apache2-utils openssl postgresql)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

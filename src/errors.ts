@@ -56,6 +56,11 @@ export const ERROR_CODES = {
     doc: 'The process could not be started in the guest (no such file, permission).',
   },
   E_EXEC_NOT_FOUND: { exit: 4, http: 404, doc: 'No process with that exec id in the guest.' },
+  E_GUEST_CONNECT: {
+    exit: 4,
+    http: 502,
+    doc: 'A connection to a port inside the guest failed (nothing listening there, or it closed).',
+  },
   E_GUEST_IO: { exit: 4, http: 500, doc: 'A file operation inside the guest failed.' },
   E_ACCEL_PROBE: { exit: 4, http: 500, doc: 'The accelerator probe could not run.' },
   E_OCI_INVALID_CONFIG: {
@@ -153,7 +158,11 @@ export const ERROR_CODES = {
     http: 401,
     doc: 'No API key, an unknown key or a revoked key (Authorization: Bearer KEY).',
   },
-  E_FORBIDDEN: { exit: 8, http: 403, doc: 'The key may not do this (a tenant key on an admin route).' },
+  E_FORBIDDEN: {
+    exit: 8,
+    http: 403,
+    doc: 'The key may not do this (a tenant key on an admin route).',
+  },
   E_NOT_FOUND: {
     exit: 8,
     http: 404,

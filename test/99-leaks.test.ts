@@ -30,3 +30,17 @@ test('no registry, token server or skopeo process of the image tests remains', (
     .filter((l) => l.startsWith('isola-test-') || l.startsWith('isola-bench'));
   assert.deepEqual(mounts, [], 'no tmpfs of the tests left mounted');
 });
+
+test('no PostgreSQL server of the platform store tests remains', () => {
+  // The postmaster's command line names its data dir inside the isola-test-pg- temp dir (its
+  // children rename themselves, but they exit with it).
+  const procs = readdirSync('/proc').filter((p) => {
+    if (!/^\d+$/.test(p)) return false;
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('isola-test-pg-');
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(procs, []);
+});

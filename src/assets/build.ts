@@ -273,6 +273,8 @@ function stageRootfs(stage: string, inp: Inputs, guestInit: string, kernelModDir
     'var/tmp',
     'root',
     'opt/isola/agent',
+    // Mount point of a function's code bundle (read-only block device), as in AWS Lambda.
+    'var/task',
   ]) {
     mk(d);
   }

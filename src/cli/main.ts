@@ -14,6 +14,29 @@ commands:
   run [--memory MiB] [-e K=V]... [-t] IMAGE [CMD [ARGS...]]
                                 run an image in its own micro-VM (pulled when missing)
   help                          this text
+
+platform (server and client; the client finds the server and key from --url/--key,
+ISOLA_URL/ISOLA_API_KEY, or the local server's admin key; admin keys pick a tenant with --tenant):
+  serve [--listen HOST:PORT] [--data-dir DIR] [--database-url URL] [--image-store DIR]
+                                run the platform server (SQLite in DIR, or PostgreSQL)
+  tenant create|ls|get|limits|rm
+                                tenants and their limits (admin)
+  key create [--tenant NAME] | ls | revoke ID
+                                API keys (shown once at creation)
+  deploy NAME PATH_OR_IMAGE [--memory MiB] [--timeout S] [--concurrency N] [--max N] ...
+                                deploy a Node.js bundle (dir, zip, tar) or an OCI image
+  invoke NAME[:VERSION|:ALIAS] [--data JSON|@FILE|-]
+                                call a function and print its result
+  ls | info NAME | rm NAME... | versions NAME
+                                functions and their versions
+  alias set NAME ALIAS VERSION [--split V=PCT] | ls NAME | rm NAME ALIAS
+                                aliases, traffic splits, rollback
+  env ls|set|unset NAME ...     environment variables (each change is a new version)
+  secret ls|set|rm NAME ...     encrypted secrets (never shown again)
+  logs NAME [--follow] [--request ID]
+                                function output, with request ids
+  usage [--tenant NAME] [--since 24h]
+                                invocations, duration and GB-seconds per tenant and function
 `;
 
 type Command = (argv: string[]) => Promise<number>;
@@ -24,6 +47,20 @@ const COMMANDS: Record<string, Command> = {
   doctor: async (argv) => (await import('./commands/doctor.js')).doctor(argv),
   image: async (argv) => (await import('./commands/image.js')).image(argv),
   run: async (argv) => (await import('./commands/run.js')).run(argv),
+  serve: async (argv) => (await import('./commands/serve.js')).serve(argv),
+  tenant: async (argv) => (await import('./commands/tenant.js')).tenant(argv),
+  key: async (argv) => (await import('./commands/key.js')).key(argv),
+  deploy: async (argv) => (await import('./commands/deploy.js')).deploy(argv),
+  invoke: async (argv) => (await import('./commands/invoke.js')).invoke(argv),
+  ls: async (argv) => (await import('./commands/functions.js')).ls(argv),
+  info: async (argv) => (await import('./commands/functions.js')).info(argv),
+  rm: async (argv) => (await import('./commands/functions.js')).rm(argv),
+  versions: async (argv) => (await import('./commands/functions.js')).versions(argv),
+  alias: async (argv) => (await import('./commands/alias.js')).alias(argv),
+  env: async (argv) => (await import('./commands/env.js')).env(argv),
+  secret: async (argv) => (await import('./commands/env.js')).secret(argv),
+  logs: async (argv) => (await import('./commands/logs.js')).logs(argv),
+  usage: async (argv) => (await import('./commands/usage.js')).usage(argv),
   sandbox: async (argv) => {
     if (argv[0] === 'run')
       return (await import('./commands/sandbox-run.js')).sandboxRun(argv.slice(1));

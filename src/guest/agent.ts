@@ -5,6 +5,7 @@
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile as fsReadFile, writeFile as fsWriteFile, open, stat } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import { FRAME_BODY_CHUNK, FrameDecoder, encodeFrame } from '../protocol/frame.js';
 import {
@@ -49,6 +50,8 @@ export class Agent {
   private readonly execs = new Map<number, ExecRecord>();
   private readonly exitedOrder: number[] = [];
   private nextExecId = 1;
+  private readonly conns = new Map<number, net.Socket>();
+  private nextConnId = 1;
   /** Counters, exposed for tests and `info`. */
   readonly stats = { frames: 0, errors: 0 };
 
@@ -90,11 +93,12 @@ export class Agent {
     }
   }
 
-  /** Kill every process still running (used on transport loss in tests). */
+  /** Kill every process still running and drop every connection (transport loss in tests). */
   killAll(): void {
     for (const rec of this.execs.values()) {
       if (rec.status === null) rec.child.kill('SIGKILL');
     }
+    for (const sock of this.conns.values()) sock.destroy();
   }
 
   private async handle(req: Request, body: Buffer): Promise<{ result?: unknown; body?: Buffer }> {
@@ -147,6 +151,20 @@ export class Agent {
         return { result: { written: body.length } };
       case 'shutdown':
         setImmediate(() => this.opts.onShutdown?.());
+        return {};
+      case 'connect':
+        return { result: await this.connect(req.port) };
+      case 'send': {
+        const sock = this.conns.get(req.connId);
+        if (!sock) throw new AgentError('E_GUEST_CONNECT', `no connection ${req.connId}`);
+        if (body.length > 0) {
+          await new Promise<void>((resolve) => sock.write(body, () => resolve()));
+        }
+        if (req.eof) sock.end();
+        return {};
+      }
+      case 'close':
+        this.conns.get(req.connId)?.destroy();
         return {};
     }
   }
@@ -204,6 +222,37 @@ export class Agent {
         this.exitedOrder.push(execId);
         while (this.exitedOrder.length > MAX_EXITED_KEPT)
           this.execs.delete(this.exitedOrder.shift()!);
+      });
+    });
+  }
+
+  /** Open a TCP connection to the guest's loopback and relay it as connection events. */
+  private connect(port: number): Promise<{ connId: number }> {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ host: '127.0.0.1', port });
+      sock.setNoDelay(true);
+      const connId = this.nextConnId++;
+      let open = false;
+      sock.once('connect', () => {
+        open = true;
+        this.conns.set(connId, sock);
+        resolve({ connId });
+      });
+      sock.on('data', (data: Buffer) => {
+        for (let off = 0; off < data.length; off += FRAME_BODY_CHUNK) {
+          this.emit({ ev: 'data', connId }, data.subarray(off, off + FRAME_BODY_CHUNK));
+        }
+      });
+      sock.on('end', () => this.emit({ ev: 'end', connId }));
+      let error: string | undefined;
+      sock.on('error', (err) => {
+        error = err.message;
+        if (!open) reject(new AgentError('E_GUEST_CONNECT', `127.0.0.1:${port}: ${err.message}`));
+      });
+      sock.once('close', () => {
+        if (!open) return;
+        this.conns.delete(connId);
+        this.emit(error === undefined ? { ev: 'closed', connId } : { ev: 'closed', connId, error });
       });
     });
   }

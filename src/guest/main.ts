@@ -3,7 +3,15 @@
 // the host-side fuzz tests, which run this same program as a child process).
 
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, openSync, read, readFileSync, readdirSync, writeSync } from 'node:fs';
+import {
+  existsSync,
+  openSync,
+  read,
+  readFileSync,
+  readdirSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { AGENT_PORT_NAME } from '../protocol/messages.js';
 import { Agent } from './agent.js';
 
@@ -54,6 +62,12 @@ function main(): void {
   if (stdio) {
     write = (frame) => process.stdout.write(frame);
   } else {
+    // A function that exhausts the guest's memory must lose its own process, never the agent.
+    try {
+      writeFileSync('/proc/self/oom_score_adj', '-1000');
+    } catch {
+      // not fatal: an older kernel or a read-only /proc
+    }
     fd = openSync(findPort(), 'r+');
     const port = fd;
     // Synchronous writes: a virtio-serial write only queues the buffer for the host, and skipping

@@ -11,11 +11,11 @@
 
 import { FRAME_BODY_CHUNK } from './frame.js';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Name of the virtio-serial port the host creates and the agent looks for. */
 export const AGENT_PORT_NAME = 'isola.agent';
 /** Version of the agent program; part of the guest image digest, reported by `info`. */
-export const AGENT_VERSION = '0.1.0';
+export const AGENT_VERSION = '0.2.0';
 
 export type Signal =
   | 'SIGTERM'
@@ -59,7 +59,13 @@ export type Request =
   | { id: number; op: 'wait'; execId: number }
   | { id: number; op: 'readFile'; path: string; offset?: number; length?: number } // reply body = bytes
   | { id: number; op: 'writeFile'; path: string; mode?: number; append?: boolean } // body = bytes
-  | { id: number; op: 'shutdown' };
+  | { id: number; op: 'shutdown' }
+  // A TCP connection to a port on the guest's loopback (a function's HTTP server), relayed as a
+  // byte stream: `send` carries bytes host -> guest (eof half-closes), `data` events carry them
+  // back, `end` says the guest side half-closed, `closed` that the connection is gone.
+  | { id: number; op: 'connect'; port: number }
+  | { id: number; op: 'send'; connId: number; eof?: boolean } // body = bytes
+  | { id: number; op: 'close'; connId: number };
 
 export type Op = Request['op'];
 export const OPS: readonly Op[] = [
@@ -72,6 +78,9 @@ export const OPS: readonly Op[] = [
   'readFile',
   'writeFile',
   'shutdown',
+  'connect',
+  'send',
+  'close',
 ];
 
 export interface GuestInfo {
@@ -105,7 +114,10 @@ export type Response =
 export type Event =
   | { ev: 'ready'; version: number; agentVersion: string; bootUptimeSec: number }
   | { ev: 'stdout' | 'stderr'; execId: number } // body = bytes
-  | { ev: 'exit'; execId: number; exitCode: number | null; signal: string | null };
+  | { ev: 'exit'; execId: number; exitCode: number | null; signal: string | null }
+  | { ev: 'data'; connId: number } // body = bytes
+  | { ev: 'end'; connId: number }
+  | { ev: 'closed'; connId: number; error?: string };
 
 export type GuestMessage = Response | Event;
 
@@ -131,6 +143,9 @@ const ALLOWED: Record<Op, readonly string[]> = {
   readFile: ['path', 'offset', 'length'],
   writeFile: ['path', 'mode', 'append'],
   shutdown: [],
+  connect: ['port'],
+  send: ['connId', 'eof'],
+  close: ['connId'],
 };
 
 /**
@@ -227,6 +242,17 @@ export function parseRequest(
       if (v.append !== undefined && typeof v.append !== 'boolean')
         return bad('writeFile.append must be a boolean');
       break;
+    case 'connect':
+      if (!isInt(v.port, 1, 65535)) return bad('connect.port must be an integer in [1, 65535]');
+      break;
+    case 'send':
+      if (!isInt(v.connId)) return bad('send.connId must be an integer');
+      if (v.eof !== undefined && typeof v.eof !== 'boolean')
+        return bad('send.eof must be a boolean');
+      break;
+    case 'close':
+      if (!isInt(v.connId)) return bad('close.connId must be an integer');
+      break;
     case 'info':
     case 'shutdown':
       break;
@@ -250,6 +276,13 @@ export function parseGuestMessage(
         return { ok: true, msg: v as unknown as Event };
       case 'exit':
         if (!isInt(v.execId)) return { ok: false, error: 'exit event needs execId' };
+        return { ok: true, msg: v as unknown as Event };
+      case 'data':
+      case 'end':
+      case 'closed':
+        if (!isInt(v.connId)) return { ok: false, error: 'connection event needs connId' };
+        if (v.error !== undefined && !isStr(v.error, 4096))
+          return { ok: false, error: 'closed.error must be a string' };
         return { ok: true, msg: v as unknown as Event };
       default:
         return { ok: false, error: 'unknown event' };

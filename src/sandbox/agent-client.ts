@@ -16,6 +16,7 @@ import {
   type Signal,
   parseGuestMessage,
 } from '../protocol/messages.js';
+import { type ConnTransport, GuestConnection } from './guest-connection.js';
 
 /** Default time a single agent request may take (not a process run time: `wait` has none). */
 export const AGENT_REQUEST_TIMEOUT_MS = 30_000;
@@ -52,12 +53,15 @@ interface ExecState {
   rejectExit: (e: Error) => void;
 }
 
-export class AgentClient extends EventEmitter {
+export class AgentClient extends EventEmitter implements ConnTransport {
   private readonly decoder = new FrameDecoder();
   private readonly pending = new Map<number, Pending>();
   private readonly execs = new Map<number, ExecState>();
   private readonly early = new Map<number, Array<{ ev: Event; body: Buffer }>>();
   private earlyCount = 0;
+  private readonly conns = new Map<number, GuestConnection>();
+  /** Connection events that beat the connect reply's continuation (same chunk), by conn id. */
+  private readonly earlyConn = new Map<number, Array<{ ev: Event; body: Buffer }>>();
   private nextId = 1;
   private closed = false;
   /** Frames are ignored until the hello nonce comes back (stale replies after a restore). */
@@ -193,6 +197,25 @@ export class AgentClient extends EventEmitter {
     } while (off < buf.length);
   }
 
+  /** A byte stream to a TCP port on the guest's loopback (see guest-connection.ts). */
+  connect(port: number): GuestConnection {
+    return new GuestConnection(this, port);
+  }
+
+  registerConn(connId: number, conn: GuestConnection): void {
+    this.conns.set(connId, conn);
+    const early = this.earlyConn.get(connId);
+    if (early) {
+      this.earlyConn.delete(connId);
+      for (const e of early) this.dispatchConnEvent(e.ev, e.body);
+    }
+  }
+
+  unregisterConn(connId: number): void {
+    this.conns.delete(connId);
+    this.earlyConn.delete(connId);
+  }
+
   async shutdown(timeoutMs: number): Promise<void> {
     await this.request({ op: 'shutdown' }, undefined, timeoutMs);
   }
@@ -247,7 +270,10 @@ export class AgentClient extends EventEmitter {
       const msg = parsed.msg;
       if ('ev' in msg) {
         if (msg.ev === 'ready') this.emit('ready', msg);
-        else if (this.handshakeNonce === null) this.dispatchExecEvent(msg, ev.frame.body);
+        else if (this.handshakeNonce !== null) continue;
+        else if (msg.ev === 'data' || msg.ev === 'end' || msg.ev === 'closed')
+          this.dispatchConnEvent(msg, ev.frame.body);
+        else this.dispatchExecEvent(msg, ev.frame.body);
         continue;
       }
       if (msg.id === null) {
@@ -278,8 +304,23 @@ export class AgentClient extends EventEmitter {
     }
   }
 
+  private dispatchConnEvent(ev: Event, body: Buffer): void {
+    if (ev.ev !== 'data' && ev.ev !== 'end' && ev.ev !== 'closed') return;
+    const conn = this.conns.get(ev.connId);
+    if (!conn) {
+      if (this.earlyCount >= MAX_EARLY_EVENTS) return;
+      const list = this.earlyConn.get(ev.connId) ?? [];
+      list.push({ ev, body });
+      this.earlyConn.set(ev.connId, list);
+      return;
+    }
+    if (ev.ev === 'data') conn.onData(body);
+    else if (ev.ev === 'end') conn.onEnd();
+    else conn.onClosed(ev.error);
+  }
+
   private dispatchExecEvent(ev: Event, body: Buffer): void {
-    if (ev.ev === 'ready') return;
+    if (ev.ev === 'ready' || ev.ev === 'data' || ev.ev === 'end' || ev.ev === 'closed') return;
     const st = this.execs.get(ev.execId);
     if (!st) {
       if (this.earlyCount >= MAX_EARLY_EVENTS) return;
@@ -310,6 +351,10 @@ export class AgentClient extends EventEmitter {
       st.rejectExit(
         new IsolaError('E_AGENT_DISCONNECTED', `agent channel closed before exec ${id} exited`),
       );
+    }
+    for (const [id, conn] of this.conns) {
+      this.conns.delete(id);
+      conn.onClosed('agent channel closed');
     }
     this.emit('close');
   }

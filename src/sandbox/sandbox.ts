@@ -1,6 +1,7 @@
 // The one interface every isolation class implements (microvm now; gvisor, container and vm
 // drivers later). Callers (CLI, OCI runtime, platform pool) depend on this file only.
 
+import type { Duplex } from 'node:stream';
 import type { ExitStatus, GuestInfo, Signal } from '../protocol/messages.js';
 import type { ExecIo } from './agent-client.js';
 import type { SandboxState } from './lifecycle.js';
@@ -72,6 +73,11 @@ export interface Sandbox {
     argv: string[],
     opts?: Omit<ExecRequest, 'argv' | 'stdin'> & { input?: string | Buffer },
   ): Promise<RunResult>;
+  /**
+   * A byte stream to a TCP port on the guest's loopback (a function's HTTP server). Returned at
+   * once; writes wait for the connection, and a refused connect destroys it (E_GUEST_CONNECT).
+   */
+  connect(port: number): Duplex;
   info(): Promise<GuestInfo>;
   readFile(path: string): Promise<Buffer>;
   writeFile(path: string, data: Buffer | string, mode?: number): Promise<void>;

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import { loadAssets, runDir } from '../../assets/paths.js';
 import { IsolaError, toIsolaError } from '../../errors.js';
 import type { GuestInfo } from '../../protocol/messages.js';
@@ -345,6 +346,10 @@ class MicroVmSandbox implements Sandbox {
       stdout: Buffer.concat(out).toString('utf8'),
       stderr: Buffer.concat(err).toString('utf8'),
     };
+  }
+
+  connect(port: number): Duplex {
+    return this.requireRunning().connect(port);
   }
 
   info(): Promise<GuestInfo> {

@@ -1,0 +1,48 @@
+// isola invoke NAME[:VERSION|:ALIAS] [--data JSON | --data @FILE | --data -] [--json]
+// Prints the handler's result as JSON; --json prints the whole reply (request id, version,
+// start kind and time). A failed invocation exits with its error code's exit status.
+
+import { readFileSync } from 'node:fs';
+import { seg, toError } from '../client.js';
+import { CLIENT_OPTIONS, clientFrom } from '../common.js';
+import { parseCli, printJson, usageError } from '../output.js';
+
+export async function invoke(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCli({
+    args: argv,
+    options: { ...CLIENT_OPTIONS, data: { type: 'string', short: 'd' } },
+    allowPositionals: true,
+  });
+  const [name] = positionals;
+  if (!name || positionals.length > 1)
+    throw usageError('usage: isola invoke NAME [--data JSON|@FILE|-] [--json]');
+  let data = values.data ?? '';
+  if (data === '-') data = readFileSync(0, 'utf8');
+  else if (data.startsWith('@')) data = readFileSync(data.slice(1), 'utf8');
+  const c = clientFrom(values);
+  const res = await c.fetch('POST', `/v1/functions/${seg(name)}/invoke`, {
+    body: Buffer.from(data),
+    headers: { 'content-type': 'application/json' },
+  });
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // keep text
+  }
+  if (!res.ok) {
+    const e = toError(res.status, body);
+    if (values.json) process.stderr.write(`${JSON.stringify(body)}\n`);
+    else {
+      process.stderr.write(`isola: ${e.code}: ${e.message}\n`);
+      const stack = (e.details?.error as { stack?: string } | undefined)?.stack;
+      if (stack) process.stderr.write(`${stack}\n`);
+      process.stderr.write(`request ${res.headers.get('x-isola-request-id')}\n`);
+    }
+    return e.exitCode;
+  }
+  if (values.json) printJson(body);
+  else printJson((body as { result: unknown }).result);
+  return 0;
+}

@@ -1,0 +1,134 @@
+// HTTP routing to functions: ANY /{tenant}/{function}[/path][?query]. Image functions get the
+// request passed through (method, path, query, headers, body) and their response streamed back.
+// Node.js functions get an HTTP event (the shape of AWS's function URL events) and may answer
+// {statusCode, headers, body, isBase64Encoded}; any other result is sent as JSON.
+// A function that is not `public` needs a key of its own tenant (or an admin key); another
+// tenant's key gets 404, as if the function did not exist.
+
+import type http from 'node:http';
+import { IsolaError } from '../errors.js';
+import type { Platform, Principal } from '../platform/platform.js';
+import { MAX_INVOKE_BYTES, readBody, sendJson } from './http.js';
+import { startHeaders } from './routes/invoke.js';
+
+const STRIP_REQUEST_HEADERS = [
+  'authorization',
+  'host',
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'upgrade',
+];
+
+export async function serveFunctionHttp(
+  platform: Platform,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  url: URL,
+  requestId: string,
+): Promise<void> {
+  const [, tenantName = '', target = '', ...rest] = url.pathname.split('/');
+  const tenant = await platform.store.getTenantByName(decodeURIComponent(tenantName));
+  const missing = () => new IsolaError('E_NOT_FOUND', `no function ${tenantName}/${target}`);
+  if (!tenant) throw missing();
+  const { fn, version } = await platform
+    .resolveTarget(tenant, decodeURIComponent(target))
+    .catch(() => {
+      throw missing();
+    });
+  if (!version.config.public) {
+    const p: Principal = await platform.authenticate(req.headers.authorization);
+    if (p.role === 'tenant' && p.tenantId !== tenant.id) throw missing();
+  }
+  const path = `/${rest.join('/')}`;
+  const body = await readBody(req, MAX_INVOKE_BYTES);
+  const headers: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (v !== undefined && !STRIP_REQUEST_HEADERS.includes(k)) headers[k] = v;
+  }
+  const timeoutMs = version.config.timeoutS * 1000;
+  if (version.runtime === 'image') {
+    const r = await platform.withInstance(tenant, fn, version, requestId, (lease) =>
+      lease.instance.proxy(
+        { method: req.method ?? 'GET', path: `${path}${url.search}`, headers, body },
+        res,
+        requestId,
+        timeoutMs,
+      ),
+    );
+    if (r.value.status !== 'ok' && r.value.error) {
+      if (!res.headersSent)
+        sendJson(res, r.value.error.httpStatus, { error: r.value.error.toJSON(), requestId });
+      else res.destroy();
+    }
+    return;
+  }
+  const isText = isTextual(String(req.headers['content-type'] ?? ''));
+  const event = {
+    version: 'isola.http/1',
+    requestId,
+    method: req.method ?? 'GET',
+    path,
+    rawQuery: url.search.slice(1),
+    query: Object.fromEntries(url.searchParams),
+    headers,
+    body: body.length === 0 ? null : isText ? body.toString('utf8') : body.toString('base64'),
+    isBase64Encoded: body.length > 0 && !isText,
+  };
+  const r = await platform.withInstance(tenant, fn, version, requestId, (lease) =>
+    lease.instance.invoke(Buffer.from(JSON.stringify(event)), requestId, timeoutMs),
+  );
+  const o = r.value;
+  const hdrs = {
+    ...startHeaders({
+      requestId,
+      functionName: fn.name,
+      version: version.version,
+      startKind: r.lease.startKind,
+      startMs: r.lease.startMs,
+      durationMs: r.durationMs,
+      outcome: o,
+    }),
+    'x-isola-request-id': requestId,
+  };
+  if (o.status !== 'ok') {
+    const e = o.error ?? new IsolaError('E_INTERNAL', 'invocation failed');
+    sendJson(res, e.httpStatus, { error: e.toJSON(), requestId }, hdrs);
+    return;
+  }
+  const result = o.result as {
+    statusCode?: unknown;
+    headers?: unknown;
+    body?: unknown;
+    isBase64Encoded?: unknown;
+  } | null;
+  if (result && typeof result === 'object' && typeof result.statusCode === 'number') {
+    const status = Math.trunc(result.statusCode);
+    const outHeaders: Record<string, string> = {};
+    if (result.headers && typeof result.headers === 'object') {
+      for (const [k, v] of Object.entries(result.headers as Record<string, unknown>))
+        outHeaders[k.toLowerCase()] = String(v);
+    }
+    let out: Buffer;
+    if (typeof result.body === 'string')
+      out = Buffer.from(result.body, result.isBase64Encoded === true ? 'base64' : 'utf8');
+    else if (result.body === undefined || result.body === null) out = Buffer.alloc(0);
+    else {
+      out = Buffer.from(JSON.stringify(result.body));
+      outHeaders['content-type'] ??= 'application/json';
+    }
+    if (status < 100 || status > 599)
+      throw new IsolaError(
+        'E_FUNCTION_ERROR',
+        `the function answered an invalid statusCode ${status}`,
+      );
+    res.writeHead(status, { ...outHeaders, ...hdrs, 'content-length': String(out.length) });
+    res.end(out);
+    return;
+  }
+  sendJson(res, 200, result, hdrs);
+}
+
+function isTextual(type: string): boolean {
+  return type === '' || /^text\/|json|xml|x-www-form-urlencoded|javascript/.test(type);
+}

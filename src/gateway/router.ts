@@ -1,0 +1,66 @@
+// The route table: method, path pattern and who may call, for every /v1 route. Handlers get a
+// context with the matched parameters, the caller (already authenticated) and the request id.
+// The OpenAPI document (openapi.ts) describes the same routes; a test walks both.
+
+import type http from 'node:http';
+import type { Platform, Principal } from '../platform/platform.js';
+
+export type Access = 'public' | 'admin' | 'any';
+
+export interface Ctx {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  principal: Principal;
+  requestId: string;
+  platform: Platform;
+}
+
+export interface Route {
+  method: string;
+  /** OpenAPI-style path, e.g. /v1/functions/{name}. */
+  path: string;
+  access: Access;
+  handler: (ctx: Ctx) => Promise<void>;
+}
+
+export interface CompiledRoute extends Route {
+  re: RegExp;
+  names: string[];
+}
+
+export function compile(routes: Route[]): CompiledRoute[] {
+  return routes.map((r) => {
+    const names: string[] = [];
+    const src = r.path
+      .replace(/[.*+?^$()|[\]\\]/g, '\\$&')
+      .replace(/\{(\w+)\}/g, (_m, n: string) => {
+        names.push(n);
+        return '([^/]+)';
+      });
+    return { ...r, re: new RegExp(`^${src}$`), names };
+  });
+}
+
+export function match(
+  routes: CompiledRoute[],
+  method: string,
+  pathname: string,
+): { route: CompiledRoute; params: Record<string, string> } | { methods: string[] } | null {
+  const methods: string[] = [];
+  for (const r of routes) {
+    const m = r.re.exec(pathname);
+    if (!m) continue;
+    if (r.method !== method) {
+      methods.push(r.method);
+      continue;
+    }
+    const params: Record<string, string> = {};
+    r.names.forEach((n, i) => {
+      params[n] = decodeURIComponent(m[i + 1]!);
+    });
+    return { route: r, params };
+  }
+  return methods.length > 0 ? { methods } : null;
+}

@@ -1,0 +1,614 @@
+// One function instance: a micro-VM of its own with the function loaded and serving, for one
+// function version of one tenant (never shared). It boots the sandbox, mounts the code (a
+// bundle's read-only ext4 image for Node.js; the image's root filesystem with a private
+// copy-on-write layer for OCI images), starts the function process, waits until it answers,
+// then carries invocations to it over HTTP through the agent's `connect` stream.
+//
+// It reports what happened to each invocation (ok, handler error, timeout, OOM, crash) and
+// marks itself broken when its process died or an invocation ran past its timeout (a handler
+// that never returns cannot be cancelled; the VM is replaced, as AWS Lambda does).
+
+import { mkdirSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import { IsolaError, toIsolaError } from '../errors.js';
+import { createWritableLayer, ensureRootfsImage } from '../image/rootfs.js';
+import { loadImage } from '../image/rootfs.js';
+import { imageRunSpec } from '../image/runtime-spec.js';
+import type { ImageRecord, ImageStore } from '../image/store/store.js';
+import { parseConfig, translate } from '../oci/config.js';
+import { encodePlan } from '../oci/plan-encode.js';
+import {
+  HEADER_DEADLINE,
+  HEADER_REQUEST_ID,
+  type HandlerError,
+  IMAGE_PORT,
+  type InvokeReply,
+  RUNTIME_PORT,
+  RUNTIME_SCRIPT,
+  TASK_DIR,
+  decodeOutputLine,
+  heapLimitMiB,
+} from '../protocol/function.js';
+import type { ExitStatus } from '../protocol/messages.js';
+import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
+import type { Sandbox, SandboxProcess } from '../sandbox/sandbox.js';
+import type { FunctionConfig, InvocationStatus, LogStream, Runtime } from './store/types.js';
+
+/** Time the function process gets, after boot, to load and answer (Node start under TCG ~1 s). */
+export const INIT_TIMEOUT_MS = 60_000;
+/** Poll interval while the function's server is not listening yet. */
+const INIT_POLL_MS = 25;
+/** stderr kept to tell an out-of-memory death from another crash. */
+const STDERR_TAIL_BYTES = 8 * 1024;
+/** Output lines longer than this are cut (a flood of one huge line must not fill the store). */
+export const MAX_LOG_LINE = 16 * 1024;
+const CINIT = '/opt/isola/cinit';
+
+export interface OutputEvent {
+  requestId: string | null;
+  stream: LogStream;
+  line: string;
+}
+
+export interface InstanceSpec {
+  id: string;
+  functionName: string;
+  version: number;
+  runtime: Runtime;
+  config: FunctionConfig;
+  /** Environment of the function process: the version's env plus secrets. */
+  env: Record<string, string>;
+  /** Node.js: the bundle's ext4 image and the handler path inside it. */
+  bundle?: { image: string; handler: string };
+  /** OCI image: the store and record. */
+  image?: { store: ImageStore; rec: ImageRecord };
+  /** Per-instance scratch folder on the host (removed on destroy). */
+  workDir: string;
+  onOutput: (e: OutputEvent) => void;
+  /** Called once when the instance can no longer serve (process died, timeout, VM gone). */
+  onBroken?: (why: string) => void;
+}
+
+export interface InvokeOutcome {
+  status: InvocationStatus;
+  /** ok: the handler's result (JSON value). */
+  result?: unknown;
+  error?: IsolaError;
+  /** Handler time in the guest as the runtime measured it (ms), when known. */
+  handlerMs?: number;
+}
+
+export interface HttpOutcome {
+  status: InvocationStatus;
+  error?: IsolaError;
+}
+
+/** node:http over the agent's connect stream, with keep-alive so warm calls skip the connect. */
+class GuestHttpAgent extends http.Agent {
+  constructor(
+    private readonly sb: Sandbox,
+    private readonly port: number,
+  ) {
+    super({ keepAlive: true, maxSockets: 256 });
+  }
+  override createConnection(): Duplex {
+    return this.sb.connect(this.port);
+  }
+}
+
+export type InstanceState = 'starting' | 'ready' | 'broken' | 'destroyed';
+
+export class Instance {
+  state: InstanceState = 'starting';
+  inflight = 0;
+  lastUsed = Date.now();
+  /** Boot + load time (ms), set when ready. */
+  startMs = 0;
+  /** Set when the handler failed to load; invocations answer it at once. */
+  initError: IsolaError | null = null;
+  private sandbox: Sandbox | null = null;
+  private proc: SandboxProcess | null = null;
+  private agent: GuestHttpAgent | null = null;
+  private stderrTail = '';
+  private readonly outBuf = { stdout: '', stderr: '' };
+  private readonly current = new Set<string>();
+  private exitWaiters: Array<(s: ExitStatus) => void> = [];
+  private exitStatus: ExitStatus | null = null;
+  private brokenWhy: string | null = null;
+
+  constructor(readonly spec: InstanceSpec) {}
+
+  get id(): string {
+    return this.spec.id;
+  }
+  get vmmPid(): number | null {
+    return this.sandbox?.vmmPid ?? null;
+  }
+
+  async start(): Promise<void> {
+    const t0 = performance.now();
+    const { spec } = this;
+    mkdirSync(spec.workDir, { recursive: true, mode: 0o700 });
+    try {
+      const drives =
+        spec.runtime === 'image'
+          ? [await this.imageDrive()]
+          : [{ path: spec.bundle!.image, readonly: true, format: 'raw' as const }];
+      this.sandbox = await new MicroVmDriver().create({
+        memoryMiB: spec.config.memoryMiB,
+        vcpus: spec.config.vcpus,
+        drives,
+      });
+      await this.sandbox.start();
+      if (this.state === 'destroyed') throw new IsolaError('E_SHUTTING_DOWN', 'destroyed');
+      if (spec.runtime === 'image') await this.startImage();
+      else await this.startNode();
+      this.agent = new GuestHttpAgent(
+        this.sandbox,
+        spec.runtime === 'image' ? IMAGE_PORT : RUNTIME_PORT,
+      );
+      await this.waitServing();
+      this.startMs = performance.now() - t0;
+      if (this.state === 'starting') this.state = 'ready';
+    } catch (err) {
+      await this.destroy();
+      const e = toIsolaError(err);
+      if (e.code.startsWith('E_FUNCTION_')) throw e;
+      throw new IsolaError('E_FUNCTION_UNAVAILABLE', `instance did not start: ${e.message}`, {
+        cause: e,
+      });
+    }
+  }
+
+  private async imageDrive(): Promise<{ path: string; readonly: boolean; format: 'qcow2' }> {
+    const { store, rec } = this.spec.image!;
+    store.lease([rec.manifestDigest, rec.configDigest]);
+    const base = await ensureRootfsImage(store, rec);
+    const overlay = path.join(this.spec.workDir, 'rootfs.qcow2');
+    await createWritableLayer(base.path, overlay);
+    return { path: overlay, readonly: false, format: 'qcow2' };
+  }
+
+  private async must(argv: string[]): Promise<void> {
+    const r = await this.sandbox!.run(argv);
+    if (r.exitCode !== 0) {
+      throw new IsolaError('E_FUNCTION_UNAVAILABLE', `${argv.join(' ')}: ${r.stderr.trim()}`);
+    }
+  }
+
+  private async startNode(): Promise<void> {
+    const { spec } = this;
+    await this.must(['mount', '-t', 'ext4', '-o', 'ro', '/dev/vdb', TASK_DIR]);
+    this.proc = await this.sandbox!.exec(
+      {
+        argv: [
+          '/usr/bin/node',
+          `--max-old-space-size=${heapLimitMiB(spec.config.memoryMiB)}`,
+          RUNTIME_SCRIPT,
+        ],
+        cwd: TASK_DIR,
+        env: {
+          ...spec.env,
+          NODE_ENV: spec.env.NODE_ENV ?? 'production',
+          ISOLA_FN_DIR: TASK_DIR,
+          ISOLA_FN_HANDLER: spec.bundle!.handler,
+          ISOLA_FN_NAME: spec.functionName,
+          ISOLA_FN_VERSION: String(spec.version),
+          ISOLA_FN_MEMORY_MIB: String(spec.config.memoryMiB),
+          ISOLA_FN_PORT: String(RUNTIME_PORT),
+        },
+      },
+      this.outputIo(),
+    );
+    this.watchExit();
+  }
+
+  private async startImage(): Promise<void> {
+    const { spec } = this;
+    const { store, rec } = spec.image!;
+    const guestDir = `/run/isola-fn/${spec.id}`;
+    await this.must(['mkdir', '-p', `${guestDir}/rootfs`]);
+    await this.must(['mount', '-t', 'ext4', '/dev/vdb', `${guestDir}/rootfs`]);
+    const loaded = loadImage(store, rec);
+    const oci = imageRunSpec(loaded.config, {
+      image: rec.name,
+      store: store.dir,
+      env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+      memoryMiB: spec.config.memoryMiB,
+    }) as { linux: { namespaces?: Array<{ type: string }> } };
+    // The VM is the isolation boundary; the container shares the guest's network stack so the
+    // host reaches its server on the guest's loopback.
+    oci.linux.namespaces = (oci.linux.namespaces ?? []).filter((n) => n.type !== 'network');
+    const t = translate(parseConfig(oci), {
+      id: spec.id,
+      bundle: spec.workDir,
+      guestDir,
+      hostCpus: os.cpus().length,
+    });
+    await this.sandbox!.writeFile(`${guestDir}/plan`, encodePlan(t.plan));
+    this.proc = await this.sandbox!.exec(
+      { argv: [CINIT, 'create', `${guestDir}/plan`], stdin: true },
+      this.outputIo(),
+    );
+    this.watchExit();
+  }
+
+  private outputIo() {
+    return {
+      onStdout: (d: Buffer) => this.onOutput('stdout', d),
+      onStderr: (d: Buffer) => this.onOutput('stderr', d),
+    };
+  }
+
+  private onOutput(stream: 'stdout' | 'stderr', data: Buffer): void {
+    const text = data.toString('utf8');
+    if (stream === 'stderr') {
+      this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL_BYTES);
+    }
+    const buf = this.outBuf[stream] + text;
+    const lines = buf.split('\n');
+    this.outBuf[stream] = lines.pop() ?? '';
+    if (this.outBuf[stream].length > MAX_LOG_LINE) {
+      lines.push(this.outBuf[stream]);
+      this.outBuf[stream] = '';
+    }
+    for (const l of lines) this.emitLine(stream, l);
+  }
+
+  private emitLine(stream: 'stdout' | 'stderr', l: string): void {
+    // Output with no request id goes to the one invocation running, when there is just one.
+    const sole = this.current.size === 1 ? [...this.current][0]! : null;
+    const d = this.spec.runtime === 'nodejs20' ? decodeOutputLine(l) : { raw: l };
+    if ('raw' in d) {
+      if (d.raw.length === 0) return;
+      this.spec.onOutput({ requestId: sole, stream, line: d.raw.slice(0, MAX_LOG_LINE) });
+      return;
+    }
+    const s: LogStream = d.s === 'e' ? 'stderr' : 'stdout';
+    for (const line of d.t.replace(/\n$/, '').split('\n')) {
+      this.spec.onOutput({ requestId: d.r ?? sole, stream: s, line: line.slice(0, MAX_LOG_LINE) });
+    }
+  }
+
+  private watchExit(): void {
+    const proc = this.proc!;
+    proc.exited.then(
+      (s) => this.onExit(s),
+      () => this.onExit({ exitCode: null, signal: 'SIGKILL' }),
+    );
+  }
+
+  private onExit(s: ExitStatus): void {
+    this.exitStatus = s;
+    for (const w of this.exitWaiters.splice(0)) w(s);
+    for (const k of ['stdout', 'stderr'] as const) {
+      if (this.outBuf[k]) this.emitLine(k, this.outBuf[k]);
+      this.outBuf[k] = '';
+    }
+    this.markBroken(`function process exited (${describeExit(s)})`);
+  }
+
+  /** Resolves when the function process exits (never, while it runs). */
+  private exited(): Promise<ExitStatus> {
+    if (this.exitStatus) return Promise.resolve(this.exitStatus);
+    return new Promise((r) => this.exitWaiters.push(r));
+  }
+
+  markBroken(why: string): void {
+    if (this.state === 'broken' || this.state === 'destroyed') return;
+    this.state = 'broken';
+    this.brokenWhy = why;
+    this.spec.onBroken?.(why);
+  }
+
+  /** Wait until the function's server answers (Node: its health route; image: a TCP accept). */
+  private async waitServing(): Promise<void> {
+    const deadline = Date.now() + INIT_TIMEOUT_MS;
+    for (;;) {
+      if (this.exitStatus) {
+        throw new IsolaError(
+          'E_FUNCTION_INIT',
+          `function process exited during start (${describeExit(this.exitStatus)}): ${lastLines(this.stderrTail)}`,
+        );
+      }
+      if (this.state === 'destroyed') throw new IsolaError('E_SHUTTING_DOWN', 'destroyed');
+      try {
+        if (this.spec.runtime === 'image') {
+          const c = this.sandbox!.connect(IMAGE_PORT) as Duplex & { ready(): Promise<void> };
+          await c.ready();
+          c.destroy();
+          return;
+        }
+        const r = await this.request('GET', '/_isola/health', {}, null, 10_000);
+        const body = JSON.parse(r.body.toString('utf8')) as {
+          ready: boolean;
+          error?: HandlerError;
+        };
+        if (!body.ready) {
+          this.initError = new IsolaError(
+            'E_FUNCTION_INIT',
+            `function failed to load: ${body.error?.type ?? 'Error'}: ${body.error?.message ?? 'unknown'}`,
+            { details: { error: body.error } },
+          );
+        }
+        return;
+      } catch (err) {
+        const e = toIsolaError(err);
+        if (e.code !== 'E_GUEST_CONNECT' && !/ECONNREFUSED|closed/.test(e.message)) throw e;
+      }
+      if (Date.now() > deadline) {
+        throw new IsolaError(
+          'E_FUNCTION_INIT',
+          `function did not listen on port ${this.spec.runtime === 'image' ? IMAGE_PORT : RUNTIME_PORT} within ${INIT_TIMEOUT_MS} ms`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, INIT_POLL_MS));
+    }
+  }
+
+  /** One buffered HTTP exchange with the function's server. */
+  private request(
+    method: string,
+    urlPath: string,
+    headers: Record<string, string>,
+    body: Buffer | null,
+    timeoutMs: number,
+  ): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        { agent: this.agent!, method, path: urlPath, headers, host: 'guest' },
+        (res) => {
+          const parts: Buffer[] = [];
+          res.on('data', (d: Buffer) => parts.push(d));
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body: Buffer.concat(parts),
+            }),
+          );
+          res.on('error', reject);
+        },
+      );
+      const timer = setTimeout(
+        () => req.destroy(new IsolaError('E_FUNCTION_TIMEOUT', 'request timed out')),
+        timeoutMs,
+      );
+      req.on('close', () => clearTimeout(timer));
+      req.on('error', (err) => reject(toIsolaError(err)));
+      req.end(body ?? undefined);
+    });
+  }
+
+  /**
+   * Run one invocation with a JSON event. Never throws: the outcome says what happened.
+   * `timeoutMs` is the function timeout; past it the instance is broken.
+   */
+  async invoke(event: Buffer, requestId: string, timeoutMs: number): Promise<InvokeOutcome> {
+    if (this.initError) return { status: 'error', error: this.initError };
+    const deadline = Date.now() + timeoutMs;
+    this.begin(requestId);
+    try {
+      const exchange =
+        this.spec.runtime === 'image'
+          ? this.request(
+              'POST',
+              '/',
+              { 'content-type': 'application/json', [HEADER_REQUEST_ID]: requestId },
+              event,
+              timeoutMs + 1000,
+            )
+          : this.request(
+              'POST',
+              '/_isola/invoke',
+              {
+                'content-type': 'application/json',
+                [HEADER_REQUEST_ID]: requestId,
+                [HEADER_DEADLINE]: String(deadline),
+              },
+              event,
+              timeoutMs + 1000,
+            );
+      const r = await this.race(exchange, timeoutMs);
+      if ('outcome' in r) return r.outcome;
+      const res = r.value;
+      if (this.spec.runtime === 'image') return imageOutcome(res);
+      const reply = JSON.parse(res.body.toString('utf8')) as InvokeReply;
+      if (reply.ok) return { status: 'ok', result: reply.result, handlerMs: reply.durationMs };
+      return {
+        status: 'error',
+        handlerMs: reply.durationMs,
+        error: new IsolaError('E_FUNCTION_ERROR', `${reply.error.type}: ${reply.error.message}`, {
+          details: { error: reply.error },
+        }),
+      };
+    } catch (err) {
+      return this.failure(err);
+    } finally {
+      this.end(requestId);
+    }
+  }
+
+  /**
+   * Pass an HTTP request through to an image function's server and stream the answer back.
+   * The caller gives the already-read request body (bounded by the gateway).
+   */
+  async proxy(
+    req: { method: string; path: string; headers: Record<string, string | string[]>; body: Buffer },
+    res: http.ServerResponse,
+    requestId: string,
+    timeoutMs: number,
+  ): Promise<HttpOutcome> {
+    this.begin(requestId);
+    try {
+      const exchange = new Promise<void>((resolve, reject) => {
+        const up = http.request(
+          {
+            agent: this.agent!,
+            method: req.method,
+            path: req.path,
+            headers: { ...req.headers, [HEADER_REQUEST_ID]: requestId },
+          },
+          (upRes) => {
+            const headers = { ...upRes.headers };
+            for (const h of HOP_BY_HOP) delete headers[h];
+            res.writeHead(upRes.statusCode ?? 502, { ...headers, [HEADER_REQUEST_ID]: requestId });
+            upRes.pipe(res);
+            upRes.on('end', () => resolve());
+            upRes.on('error', reject);
+          },
+        );
+        up.on('error', (err) => reject(toIsolaError(err)));
+        up.end(req.body);
+      });
+      const r = await this.race(exchange, timeoutMs);
+      if ('outcome' in r) return r.outcome;
+      return { status: 'ok' };
+    } catch (err) {
+      return this.failure(err);
+    } finally {
+      this.end(requestId);
+    }
+  }
+
+  private begin(requestId: string): void {
+    this.inflight++;
+    this.current.add(requestId);
+    this.lastUsed = Date.now();
+  }
+
+  private end(requestId: string): void {
+    this.inflight--;
+    this.current.delete(requestId);
+    this.lastUsed = Date.now();
+  }
+
+  /** The exchange against the timeout and the death of the function process. */
+  private async race<T>(
+    p: Promise<T>,
+    timeoutMs: number,
+  ): Promise<{ value: T } | { outcome: InvokeOutcome }> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<{ outcome: InvokeOutcome }>((resolve) => {
+      timer = setTimeout(() => {
+        this.markBroken('an invocation ran past its timeout');
+        resolve({
+          outcome: {
+            status: 'timeout',
+            error: new IsolaError(
+              'E_FUNCTION_TIMEOUT',
+              `the function did not finish within its timeout of ${timeoutMs / 1000} s`,
+            ),
+          },
+        });
+      }, timeoutMs);
+    });
+    const died = this.exited().then(async (s) => {
+      // Let the last stderr lines arrive (the exit event follows all output).
+      return { outcome: this.deathOutcome(s) };
+    });
+    p.catch(() => undefined);
+    try {
+      return await Promise.race([p.then((value) => ({ value })), timeout, died]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private deathOutcome(s: ExitStatus): InvokeOutcome {
+    const oom =
+      /heap out of memory|Allocation failed|out of memory/i.test(this.stderrTail) ||
+      s.signal === 'SIGKILL';
+    if (oom) {
+      return {
+        status: 'oom',
+        error: new IsolaError(
+          'E_FUNCTION_OOM',
+          `the function ran out of memory (limit ${this.spec.config.memoryMiB} MiB); its instance was replaced`,
+        ),
+      };
+    }
+    return {
+      status: 'crash',
+      error: new IsolaError(
+        'E_FUNCTION_CRASHED',
+        `the function process exited during the invocation (${describeExit(s)}); its instance was replaced`,
+        { details: { exitCode: s.exitCode, signal: s.signal } },
+      ),
+    };
+  }
+
+  private async failure(err: unknown): Promise<InvokeOutcome> {
+    // A broken exchange because the process died: report the death, not the socket error.
+    if (this.exitStatus) return this.deathOutcome(this.exitStatus);
+    const e = toIsolaError(err);
+    if (e.code === 'E_FUNCTION_TIMEOUT') {
+      this.markBroken('an invocation ran past its timeout');
+      return { status: 'timeout', error: e };
+    }
+    this.markBroken(`invocation failed: ${e.message}`);
+    return {
+      status: 'crash',
+      error: new IsolaError('E_FUNCTION_CRASHED', `the function's instance failed: ${e.message}`, {
+        cause: e,
+      }),
+    };
+  }
+
+  /** Stop everything this instance holds; idempotent. */
+  async destroy(): Promise<void> {
+    if (this.state === 'destroyed') return;
+    this.state = 'destroyed';
+    this.agent?.destroy();
+    const sb = this.sandbox;
+    this.sandbox = null;
+    await sb?.destroy().catch(() => undefined);
+    rmSync(this.spec.workDir, { recursive: true, force: true });
+  }
+
+  get brokenReason(): string | null {
+    return this.brokenWhy;
+  }
+}
+
+const HOP_BY_HOP = [
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+];
+
+function imageOutcome(res: { status: number; headers: http.IncomingHttpHeaders; body: Buffer }) {
+  const text = res.body.toString('utf8');
+  const isJson = /json/.test(String(res.headers['content-type'] ?? ''));
+  let value: unknown = text;
+  if (isJson) {
+    try {
+      value = JSON.parse(text);
+    } catch {
+      // keep the text
+    }
+  }
+  if (res.status >= 200 && res.status < 400) return { status: 'ok' as const, result: value };
+  return {
+    status: 'error' as const,
+    error: new IsolaError('E_FUNCTION_ERROR', `the function answered HTTP ${res.status}`, {
+      details: { status: res.status, body: text.slice(0, 4096) },
+    }),
+  };
+}
+
+export function describeExit(s: ExitStatus): string {
+  return s.signal ? `killed by ${s.signal}` : `exit code ${s.exitCode}`;
+}
+
+function lastLines(text: string, n = 5): string {
+  return text.trim().split('\n').slice(-n).join(' | ').slice(0, 2000);
+}

@@ -1,0 +1,71 @@
+// Function output on its way to the store: lines are batched (one insert per batch, not per
+// line), secret values are redacted before anything is written, and a flood is bounded: past
+// MAX_PENDING_LINES the oldest pending lines are dropped and the drop is logged, so a function
+// printing in a loop costs the platform bounded memory.
+
+import { redact } from './secrets.js';
+import type { LogRecord, PlatformStore } from './store/types.js';
+
+/** Flush period: `isola logs --follow` sees lines within about this much. */
+export const LOG_FLUSH_MS = 100;
+export const LOG_BATCH = 500;
+export const MAX_PENDING_LINES = 20_000;
+
+export class LogSink {
+  private pending: Array<Omit<LogRecord, 'seq'>> = [];
+  private dropped = new Map<string, { tenantId: string; n: number }>();
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+  /** Secret values per function id, for redaction. */
+  private readonly secrets = new Map<string, string[]>();
+
+  constructor(private readonly store: PlatformStore) {}
+
+  setSecrets(functionId: string, values: string[]): void {
+    this.secrets.set(functionId, values);
+  }
+
+  write(row: Omit<LogRecord, 'seq'>): void {
+    const values = this.secrets.get(row.functionId);
+    const line = values ? redact(row.line, values) : row.line;
+    if (this.pending.length >= MAX_PENDING_LINES) {
+      const d = this.dropped.get(row.functionId) ?? { tenantId: row.tenantId, n: 0 };
+      d.n++;
+      this.dropped.set(row.functionId, d);
+      return;
+    }
+    this.pending.push({ ...row, line });
+    if (this.pending.length >= LOG_BATCH) void this.flush();
+    else if (!this.timer) {
+      this.timer = setTimeout(() => void this.flush(), LOG_FLUSH_MS);
+      this.timer.unref();
+    }
+  }
+
+  /** Write what is pending; resolves when it is in the store. */
+  flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const rows = this.pending.splice(0);
+    for (const [functionId, d] of this.dropped) {
+      rows.push({
+        tenantId: d.tenantId,
+        functionId,
+        requestId: null,
+        ts: Date.now(),
+        stream: 'system',
+        line: `${d.n} output line(s) dropped: the function writes faster than logs are stored`,
+      });
+    }
+    this.dropped.clear();
+    if (rows.length === 0) return this.flushing;
+    this.flushing = this.flushing.then(() =>
+      this.store.appendLogs(rows).catch((err: unknown) => {
+        process.stderr.write(`isola: storing ${rows.length} log lines failed: ${String(err)}\n`);
+      }),
+    );
+    return this.flushing;
+  }
+}

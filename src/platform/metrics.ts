@@ -1,0 +1,114 @@
+// Prometheus metrics in the text exposition format, without a client library: counters, gauges
+// (set or computed at scrape time) and histograms, each with labels. Label values are escaped;
+// metric names are fixed in code, never taken from input. Never label with secrets or keys.
+
+type Labels = Record<string, string>;
+
+const key = (labels: Labels) =>
+  Object.keys(labels)
+    .sort()
+    .map(
+      (k) =>
+        `${k}="${String(labels[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`,
+    )
+    .join(',');
+
+abstract class Metric {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'gauge' | 'histogram',
+  ) {}
+  abstract lines(): string[];
+  render(): string {
+    return [
+      `# HELP ${this.name} ${this.help}`,
+      `# TYPE ${this.name} ${this.type}`,
+      ...this.lines(),
+    ].join('\n');
+  }
+}
+
+export class Counter extends Metric {
+  private readonly values = new Map<string, number>();
+  constructor(name: string, help: string) {
+    super(name, help, 'counter');
+  }
+  inc(labels: Labels = {}, by = 1): void {
+    const k = key(labels);
+    this.values.set(k, (this.values.get(k) ?? 0) + by);
+  }
+  get(labels: Labels = {}): number {
+    return this.values.get(key(labels)) ?? 0;
+  }
+  lines(): string[] {
+    return [...this.values].map(([k, v]) => `${this.name}${k ? `{${k}}` : ''} ${v}`);
+  }
+}
+
+export class Gauge extends Metric {
+  constructor(
+    name: string,
+    help: string,
+    private readonly collect: () => Array<[Labels, number]>,
+  ) {
+    super(name, help, 'gauge');
+  }
+  lines(): string[] {
+    return this.collect().map(([l, v]) => {
+      const k = key(l);
+      return `${this.name}${k ? `{${k}}` : ''} ${v}`;
+    });
+  }
+}
+
+/** Buckets in seconds: 1 ms .. 60 s, to cover warm calls and TCG cold starts alike. */
+export const SECONDS_BUCKETS = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
+
+export class Histogram extends Metric {
+  private readonly series = new Map<string, { counts: number[]; sum: number; n: number }>();
+  constructor(
+    name: string,
+    help: string,
+    private readonly buckets = SECONDS_BUCKETS,
+  ) {
+    super(name, help, 'histogram');
+  }
+  observe(labels: Labels, v: number): void {
+    const k = key(labels);
+    let s = this.series.get(k);
+    if (!s) {
+      s = { counts: this.buckets.map(() => 0), sum: 0, n: 0 };
+      this.series.set(k, s);
+    }
+    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]!) s.counts[i]!++;
+    s.sum += v;
+    s.n++;
+  }
+  lines(): string[] {
+    const out: string[] = [];
+    for (const [k, s] of this.series) {
+      const sep = k ? `${k},` : '';
+      this.buckets.forEach((b, i) =>
+        out.push(`${this.name}_bucket{${sep}le="${b}"} ${s.counts[i]}`),
+      );
+      out.push(`${this.name}_bucket{${sep}le="+Inf"} ${s.n}`);
+      out.push(`${this.name}_sum${k ? `{${k}}` : ''} ${s.sum}`);
+      out.push(`${this.name}_count${k ? `{${k}}` : ''} ${s.n}`);
+    }
+    return out;
+  }
+}
+
+export class Registry {
+  private readonly metrics: Metric[] = [];
+  add<T extends Metric>(m: T): T {
+    this.metrics.push(m);
+    return m;
+  }
+  render(): string {
+    return `${this.metrics.map((m) => m.render()).join('\n')}\n`;
+  }
+}

@@ -1,0 +1,314 @@
+// The instance pool: keeps each function version's instances warm between invocations, reuses
+// them, starts more (up to the function's max instances and the tenant's memory) when requests
+// overlap, queues briefly when at the limit, replaces broken instances and scales to zero after
+// the keep-alive idle timeout. Instances are never shared between tenants or functions: a group
+// key names one function version (and secrets revision) of one tenant.
+//
+// acquire() hands out a slot on an instance (warm, or one it started: booted) and release()
+// gives it back. Issue 6 adds restore-from-snapshot and an autoscaler behind the same calls.
+
+import { IsolaError } from '../errors.js';
+import type { Instance } from './instance.js';
+import type { StartKind } from './store/types.js';
+
+/** Sweep period of the idle reaper; an idle timeout of a few seconds must work. */
+export const IDLE_SWEEP_MS = 250;
+/** Requests waiting for a slot per function version beyond this are refused at once (429). */
+export const MAX_QUEUE_PER_GROUP = 1000;
+
+export interface GroupSpec {
+  key: string;
+  tenantId: string;
+  functionId: string;
+  version: number;
+  memoryMiB: number;
+  concurrency: number;
+  maxInstances: number;
+  minInstances: number;
+  idleTimeoutS: number;
+}
+
+export interface Lease {
+  instance: Instance;
+  startKind: StartKind;
+  /** Time spent getting the slot: queueing plus any start (ms). */
+  startMs: number;
+  queuedMs: number;
+}
+
+interface Slotted {
+  instance: Instance;
+  /** Slots handed out (a starting instance counts the requests promised to it). */
+  slots: number;
+  ready: Promise<void>;
+  started: boolean;
+}
+
+interface Waiter {
+  resolve: (l: Lease) => void;
+  reject: (e: Error) => void;
+  t0: number;
+  timer: NodeJS.Timeout;
+}
+
+interface Group {
+  spec: GroupSpec;
+  members: Slotted[];
+  waiters: Waiter[];
+}
+
+export interface PoolEvents {
+  onStart?(spec: GroupSpec, instance: Instance): void;
+  onStop?(spec: GroupSpec, instance: Instance, why: string): void;
+}
+
+export interface PoolOptions {
+  /** Make a new (not started) instance for a group. */
+  create(spec: GroupSpec): Instance;
+  /** The tenant's memory limit for all its instances (MiB). */
+  tenantMemoryMiB(tenantId: string): number;
+  events?: PoolEvents;
+}
+
+export class Pool {
+  private readonly groups = new Map<string, Group>();
+  private readonly sweeper: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(private readonly opts: PoolOptions) {
+    this.sweeper = setInterval(() => this.sweep(), IDLE_SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  /** Memory of a tenant's instances, starting ones included (MiB). */
+  tenantMemory(tenantId: string): number {
+    let sum = 0;
+    for (const g of this.groups.values()) {
+      if (g.spec.tenantId === tenantId) sum += g.members.length * g.spec.memoryMiB;
+    }
+    return sum;
+  }
+
+  instances(): Array<{ spec: GroupSpec; instance: Instance; slots: number }> {
+    const out = [];
+    for (const g of this.groups.values())
+      for (const m of g.members) out.push({ spec: g.spec, instance: m.instance, slots: m.slots });
+    return out;
+  }
+
+  /**
+   * A slot on an instance of the group. Waits (up to `waitMs`) when every instance is busy and no
+   * more may start; then E_THROTTLED. Start failures reject with the instance's error.
+   */
+  async acquire(spec: GroupSpec, waitMs: number): Promise<Lease> {
+    if (this.closed) throw new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down');
+    const t0 = performance.now();
+    const g = this.group(spec);
+    const warm = this.freeMember(g);
+    if (warm) {
+      warm.slots++;
+      if (warm.started)
+        return { instance: warm.instance, startKind: 'warm', startMs: 0, queuedMs: 0 };
+      return this.awaitStart(warm, t0, 0);
+    }
+    const started = this.tryStart(g);
+    if (started) return this.awaitStart(started, t0, 0);
+    if (g.waiters.length >= MAX_QUEUE_PER_GROUP) throw throttled(g.spec, 'queue is full');
+    return new Promise<Lease>((resolve, reject) => {
+      const w: Waiter = {
+        resolve,
+        reject,
+        t0,
+        timer: setTimeout(() => {
+          g.waiters.splice(g.waiters.indexOf(w), 1);
+          reject(throttled(g.spec, `no instance free within ${waitMs} ms`));
+        }, waitMs),
+      };
+      g.waiters.push(w);
+    });
+  }
+
+  release(lease: Lease): void {
+    for (const g of this.groups.values()) {
+      const m = g.members.find((x) => x.instance === lease.instance);
+      if (!m) continue;
+      m.slots--;
+      if (m.instance.state === 'broken') this.remove(g, m, m.instance.brokenReason ?? 'broken');
+      this.pump(g);
+      return;
+    }
+  }
+
+  /** Stop every instance (server shutdown); waiting requests fail with E_SHUTTING_DOWN. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.sweeper);
+    const all: Promise<void>[] = [];
+    for (const g of this.groups.values()) {
+      for (const w of g.waiters.splice(0)) {
+        clearTimeout(w.timer);
+        w.reject(new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down'));
+      }
+      for (const m of g.members.splice(0)) all.push(m.instance.destroy());
+    }
+    await Promise.all(all);
+  }
+
+  /** Stop the instances of groups matching a predicate (function deleted, version retired). */
+  async drain(match: (spec: GroupSpec) => boolean): Promise<void> {
+    const all: Promise<void>[] = [];
+    for (const g of this.groups.values()) {
+      if (!match(g.spec)) continue;
+      for (const m of [...g.members]) {
+        if (m.slots === 0) {
+          this.remove(g, m, 'drained');
+          all.push(m.instance.destroy());
+        } else m.instance.markBroken('drained');
+      }
+    }
+    await Promise.all(all);
+  }
+
+  private group(spec: GroupSpec): Group {
+    let g = this.groups.get(spec.key);
+    if (!g) {
+      g = { spec, members: [], waiters: [] };
+      this.groups.set(spec.key, g);
+    }
+    return g;
+  }
+
+  private freeMember(g: Group): Slotted | null {
+    let best: Slotted | null = null;
+    for (const m of g.members) {
+      const st = m.instance.state;
+      if (st === 'broken' || st === 'destroyed') continue;
+      if (m.slots >= g.spec.concurrency) continue;
+      // Prefer started instances, then the least loaded.
+      if (
+        !best ||
+        (m.started && !best.started) ||
+        (m.started === best.started && m.slots < best.slots)
+      )
+        best = m;
+    }
+    return best;
+  }
+
+  /** Start a new instance if the function and tenant limits allow (evicting idle ones of the tenant). */
+  private tryStart(g: Group): Slotted | null {
+    const live = g.members.filter((m) => m.instance.state !== 'broken').length;
+    if (live >= g.spec.maxInstances) return null;
+    const limit = this.opts.tenantMemoryMiB(g.spec.tenantId);
+    if (this.tenantMemory(g.spec.tenantId) + g.spec.memoryMiB > limit) {
+      if (!this.evictIdle(g.spec.tenantId, g.spec.memoryMiB, limit)) return null;
+    }
+    const instance = this.opts.create(g.spec);
+    const m: Slotted = { instance, slots: 1, ready: Promise.resolve(), started: false };
+    m.ready = instance.start().then(
+      () => {
+        m.started = true;
+        this.opts.events?.onStart?.(g.spec, instance);
+      },
+      (err: unknown) => {
+        this.remove(g, m, 'start failed');
+        // Waiters that hoped for this instance try again (another start, or they keep waiting).
+        queueMicrotask(() => this.pump(g));
+        throw err;
+      },
+    );
+    m.ready.catch(() => undefined);
+    g.members.push(m);
+    return m;
+  }
+
+  /** Free memory for the tenant by stopping its idle instances, oldest first. */
+  private evictIdle(tenantId: string, need: number, limit: number): boolean {
+    const idle: Array<{ g: Group; m: Slotted }> = [];
+    for (const g of this.groups.values()) {
+      if (g.spec.tenantId !== tenantId) continue;
+      for (const m of g.members) if (m.slots === 0 && m.started) idle.push({ g, m });
+    }
+    idle.sort((a, b) => a.m.instance.lastUsed - b.m.instance.lastUsed);
+    while (this.tenantMemory(tenantId) + need > limit) {
+      const next = idle.shift();
+      if (!next) return false;
+      this.remove(next.g, next.m, 'evicted for another function of the tenant');
+      void next.m.instance.destroy();
+    }
+    return true;
+  }
+
+  private async awaitStart(m: Slotted, t0: number, queuedMs: number): Promise<Lease> {
+    try {
+      await m.ready;
+    } catch (err) {
+      m.slots--;
+      throw err;
+    }
+    return {
+      instance: m.instance,
+      startKind: queuedMs > 0 && m.started ? 'warm' : 'booted',
+      startMs: performance.now() - t0,
+      queuedMs,
+    };
+  }
+
+  /** Hand free slots (or new instances) to waiting requests, oldest first. */
+  private pump(g: Group): void {
+    while (g.waiters.length > 0) {
+      let m = this.freeMember(g);
+      if (m) m.slots++;
+      else m = this.tryStart(g); // reserves its first slot itself
+      if (!m) return;
+      const w = g.waiters.shift()!;
+      clearTimeout(w.timer);
+      const queuedMs = performance.now() - w.t0;
+      if (m.started) {
+        w.resolve({ instance: m.instance, startKind: 'warm', startMs: queuedMs, queuedMs });
+      } else {
+        this.awaitStart(m, w.t0, queuedMs).then(
+          (l) => w.resolve({ ...l, startKind: 'booted' }),
+          w.reject,
+        );
+      }
+    }
+  }
+
+  private remove(g: Group, m: Slotted, why: string): void {
+    const i = g.members.indexOf(m);
+    if (i < 0) return;
+    g.members.splice(i, 1);
+    this.opts.events?.onStop?.(g.spec, m.instance, why);
+    if (m.slots === 0 || m.instance.state === 'broken') void m.instance.destroy();
+  }
+
+  /** Keep-alive: stop instances idle past the timeout (scale to zero); drop broken ones. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const [key, g] of this.groups) {
+      for (const m of [...g.members]) {
+        if (m.instance.state === 'broken' && m.slots === 0) {
+          this.remove(g, m, m.instance.brokenReason ?? 'broken');
+          continue;
+        }
+        if (!m.started || m.slots > 0) continue;
+        const live = g.members.filter((x) => x.started).length;
+        if (live <= g.spec.minInstances) continue;
+        if (now - m.instance.lastUsed >= g.spec.idleTimeoutS * 1000) {
+          this.remove(g, m, 'idle');
+          void m.instance.destroy();
+        }
+      }
+      if (g.members.length === 0 && g.waiters.length === 0) this.groups.delete(key);
+    }
+  }
+}
+
+function throttled(spec: GroupSpec, why: string): IsolaError {
+  return new IsolaError(
+    'E_THROTTLED',
+    `function is at its limit (${spec.maxInstances} instance(s) x ${spec.concurrency} concurrent request(s)): ${why}`,
+    { details: { retryAfterS: 1 } },
+  );
+}
