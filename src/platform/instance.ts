@@ -46,6 +46,8 @@ const STDERR_TAIL_BYTES = 8 * 1024;
 /** Output lines longer than this are cut (a flood of one huge line must not fill the store). */
 export const MAX_LOG_LINE = 16 * 1024;
 const CINIT = '/opt/isola/cinit';
+/** How long a broken connection waits for the function process's exit status to arrive. */
+const EXIT_AFTER_CLOSE_MS = 3000;
 
 export interface OutputEvent {
   requestId: string | null;
@@ -542,7 +544,11 @@ export class Instance {
   }
 
   private async failure(err: unknown): Promise<InvokeOutcome> {
-    // A broken exchange because the process died: report the death, not the socket error.
+    // A broken exchange because the process died: report the death, not the socket error. The
+    // connection's close reaches the host before the process's exit event, so wait a little.
+    if (!this.exitStatus && this.proc) {
+      await Promise.race([this.exited(), new Promise((r) => setTimeout(r, EXIT_AFTER_CLOSE_MS))]);
+    }
     if (this.exitStatus) return this.deathOutcome(this.exitStatus);
     const e = toIsolaError(err);
     if (e.code === 'E_FUNCTION_TIMEOUT') {
