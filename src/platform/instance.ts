@@ -48,6 +48,8 @@ export const MAX_LOG_LINE = 16 * 1024;
 const CINIT = '/opt/isola/cinit';
 /** How long a broken connection waits for the function process's exit status to arrive. */
 const EXIT_AFTER_CLOSE_MS = 3000;
+/** Bound on the look inside a guest whose invocation overran. */
+const DIAGNOSE_MS = 2000;
 
 export interface OutputEvent {
   requestId: string | null;
@@ -94,7 +96,7 @@ class GuestHttpAgent extends http.Agent {
     private readonly sb: Sandbox,
     private readonly port: number,
   ) {
-    super({ keepAlive: true, maxSockets: 256 });
+    super({ keepAlive: process.env.ISOLA_GUEST_KEEPALIVE === '1', maxSockets: 256 });
   }
   override createConnection(): Duplex {
     return this.sb.connect(this.port);
@@ -117,8 +119,12 @@ export class Instance {
   private stderrTail = '';
   private readonly outBuf = { stdout: '', stderr: '' };
   private readonly current = new Set<string>();
-  private exitWaiters: Array<(s: ExitStatus) => void> = [];
   private exitStatus: ExitStatus | null = null;
+  private resolveExit!: (s: ExitStatus) => void;
+  /** Resolves when the function process exits (never, while it runs). */
+  private readonly exitPromise = new Promise<ExitStatus>((r) => {
+    this.resolveExit = r;
+  });
   private brokenWhy: string | null = null;
 
   constructor(readonly spec: InstanceSpec) {}
@@ -285,7 +291,7 @@ export class Instance {
 
   private onExit(s: ExitStatus): void {
     this.exitStatus = s;
-    for (const w of this.exitWaiters.splice(0)) w(s);
+    this.resolveExit(s);
     for (const k of ['stdout', 'stderr'] as const) {
       if (this.outBuf[k]) this.emitLine(k, this.outBuf[k]);
       this.outBuf[k] = '';
@@ -293,10 +299,8 @@ export class Instance {
     this.markBroken(`function process exited (${describeExit(s)})`);
   }
 
-  /** Resolves when the function process exits (never, while it runs). */
   private exited(): Promise<ExitStatus> {
-    if (this.exitStatus) return Promise.resolve(this.exitStatus);
-    return new Promise((r) => this.exitWaiters.push(r));
+    return this.exitPromise;
   }
 
   markBroken(why: string): void {
@@ -320,6 +324,7 @@ export class Instance {
       try {
         if (this.spec.runtime === 'image') {
           const c = this.sandbox!.connect(IMAGE_PORT) as Duplex & { ready(): Promise<void> };
+          c.on('error', () => undefined); // a refused probe is expected until the server listens
           await c.ready();
           c.destroy();
           return;
@@ -495,7 +500,13 @@ export class Instance {
   ): Promise<{ value: T } | { outcome: InvokeOutcome }> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<{ outcome: InvokeOutcome }>((resolve) => {
-      timer = setTimeout(() => {
+      timer = setTimeout(async () => {
+        const diag = await this.diagnose();
+        this.spec.onOutput({
+          requestId: null,
+          stream: 'system',
+          line: `invocation timed out after ${timeoutMs} ms on instance ${this.id} (${this.inflight} in flight); replacing it. guest: ${diag}`,
+        });
         this.markBroken('an invocation ran past its timeout');
         resolve({
           outcome: {
@@ -518,6 +529,23 @@ export class Instance {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** What the guest looks like when an invocation overran (for the operator's log). */
+  private async diagnose(): Promise<string> {
+    const sb = this.sandbox;
+    if (!sb) return 'gone';
+    const probe = sb
+      .run([
+        'sh',
+        '-c',
+        'cat /proc/loadavg; netstat -tn 2>/dev/null | tail -n +3; ps -o pid,stat,args 2>/dev/null | grep -v "ps -o"',
+      ])
+      .then((r) => r.stdout.replace(/\s+/g, ' ').trim().slice(0, 1500));
+    const t = new Promise<string>((r) =>
+      setTimeout(() => r('agent did not answer within 2 s'), DIAGNOSE_MS),
+    );
+    return Promise.race([probe, t]).catch((err: unknown) => `probe failed: ${String(err)}`);
   }
 
   private deathOutcome(s: ExitStatus): InvokeOutcome {

@@ -28,6 +28,12 @@ export class LogSink {
   write(row: Omit<LogRecord, 'seq'>): void {
     const values = this.secrets.get(row.functionId);
     const line = values ? redact(row.line, values) : row.line;
+    // Platform events (instance starts, stops, timeouts) also go to the operator's log.
+    if (row.stream === 'system') {
+      process.stdout.write(
+        `isola: ${new Date(row.ts).toISOString()} ${row.functionId} ${row.requestId ?? '-'} ${line}\n`,
+      );
+    }
     if (this.pending.length >= MAX_PENDING_LINES) {
       const d = this.dropped.get(row.functionId) ?? { tenantId: row.tenantId, n: 0 };
       d.n++;

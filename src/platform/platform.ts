@@ -109,6 +109,16 @@ export class Platform {
       tenantMemoryMiB: (tenantId) =>
         this.tenantCache.get(tenantId)?.maxMemoryMiB ?? TENANT_DEFAULTS.maxMemoryMiB,
       events: {
+        onStart: (spec, inst) => {
+          this.logs.write({
+            tenantId: spec.tenantId,
+            functionId: spec.functionId,
+            requestId: null,
+            ts: Date.now(),
+            stream: 'system',
+            line: `instance ${inst.id} (version ${spec.version}) started in ${Math.round(inst.startMs)} ms`,
+          });
+        },
         onStop: (spec, inst, why) => {
           this.logs.write({
             tenantId: spec.tenantId,

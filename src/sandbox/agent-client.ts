@@ -24,6 +24,8 @@ export const AGENT_REQUEST_TIMEOUT_MS = 30_000;
 export const READ_FILE_MAX_BYTES = 64 * 1024 * 1024;
 /** Events for exec ids not yet known are kept (they can race the exec reply) up to this many. */
 const MAX_EARLY_EVENTS = 10_000;
+/** Connections whose early events are kept (ids the connect reply has not registered yet). */
+const MAX_EARLY_CONNS = 64;
 
 interface Pending {
   resolve: (v: { result: unknown; body: Buffer }) => void;
@@ -308,8 +310,13 @@ export class AgentClient extends EventEmitter implements ConnTransport {
     if (ev.ev !== 'data' && ev.ev !== 'end' && ev.ev !== 'closed') return;
     const conn = this.conns.get(ev.connId);
     if (!conn) {
-      if (this.earlyCount >= MAX_EARLY_EVENTS) return;
+      // Events of a connection already closed here arrive late; keep only a bounded few.
+      if (this.earlyConn.size >= MAX_EARLY_CONNS) {
+        const oldest = this.earlyConn.keys().next().value;
+        if (oldest !== undefined) this.earlyConn.delete(oldest);
+      }
       const list = this.earlyConn.get(ev.connId) ?? [];
+      if (list.length >= MAX_EARLY_EVENTS) return;
       list.push({ ev, body });
       this.earlyConn.set(ev.connId, list);
       return;

@@ -47,6 +47,8 @@ export const aliasRoutes: Route[] = [
     access: 'any',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
+      // Not found before bad input: another tenant learns nothing from validation errors.
+      await ctx.platform.getFunction(t, ctx.params.name!);
       const body = parseJson(await readBody(ctx.req, MAX_JSON_BYTES), putAliasInput);
       const a = await ctx.platform.putAlias(t, ctx.params.name!, aliasName(ctx), body);
       sendJson(ctx.res, 200, aliasView(a));

@@ -73,6 +73,7 @@ export const functionRoutes: Route[] = [
     access: 'any',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
+      await ctx.platform.getFunction(t, fnName(ctx));
       const patch = parseJson(await readBody(ctx.req, MAX_JSON_BYTES), configPatchSchema);
       const v = await ctx.platform.updateConfig(t, fnName(ctx), patch);
       sendJson(ctx.res, 200, { function: ctx.params.name!, version: versionView(v) });

@@ -39,6 +39,7 @@ export const secretRoutes: Route[] = [
     access: 'any',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
+      await ctx.platform.getFunction(t, ctx.params.name!);
       const name = secretName(ctx);
       const body = parseJson(await readBody(ctx.req, MAX_JSON_BYTES), putSecretInput);
       await ctx.platform.putSecret(t, ctx.params.name!, name, body.value);
