@@ -4,8 +4,9 @@
 // DIR/isola.db (SQLite), or PostgreSQL when --database-url / DATABASE_URL is set. On first start
 // an admin key is written to DIR/admin.key (0600). SIGTERM/SIGINT stop it gracefully.
 
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { runDir } from '../../assets/paths.js';
+import { REPO_ROOT, runDir } from '../../assets/paths.js';
 import { Gateway, SHUTDOWN_GRACE_MS } from '../../gateway/server.js';
 import { defaultStoreDir } from '../../image/store/store.js';
 import { Platform } from '../../platform/platform.js';
@@ -13,6 +14,8 @@ import { openPlatformStore } from '../../platform/store/open.js';
 import { reap } from '../../sandbox/reaper.js';
 import { defaultDataDir, parseListen } from '../client.js';
 import { parseCli, printJson, usageError } from '../output.js';
+
+const QUICKSTART_TENANT = 'default';
 
 export async function serve(argv: string[]): Promise<number> {
   const { values } = parseCli({
@@ -24,6 +27,7 @@ export async function serve(argv: string[]): Promise<number> {
       'image-store': { type: 'string' },
       'insecure-registry': { type: 'string', multiple: true },
       'shutdown-grace': { type: 'string' },
+      quickstart: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
     allowPositionals: false,
@@ -66,6 +70,9 @@ export async function serve(argv: string[]): Promise<number> {
     },
   );
 
+  if (values.quickstart)
+    await quickstart(platform, dataDir, `http://${addr.address}:${addr.port}`, log);
+
   await new Promise<void>((resolve) => {
     let stopping = false;
     const stop = (sig: string) => {
@@ -82,4 +89,49 @@ export async function serve(argv: string[]): Promise<number> {
   });
   log('stopped');
   return 0;
+}
+
+/**
+ * `npm start`: a first tenant and key if there are none, the bundled example deployed, and the
+ * curl lines to call it. The tenant key is kept in DATA_DIR/quickstart.key (0600) so that later
+ * starts print working lines again.
+ */
+async function quickstart(
+  platform: Platform,
+  dataDir: string,
+  url: string,
+  log: (msg: string, extra?: Record<string, unknown>) => void,
+): Promise<void> {
+  const keyFile = path.join(dataDir, 'quickstart.key');
+  let tenant = await platform.store.getTenantByName(QUICKSTART_TENANT);
+  if (!tenant) tenant = await platform.createTenant(QUICKSTART_TENANT, {});
+  let key = existsSync(keyFile) ? readFileSync(keyFile, 'utf8').trim() : '';
+  if (
+    !key ||
+    !(await platform.authenticate(`Bearer ${key}`).then(
+      () => true,
+      () => false,
+    ))
+  ) {
+    key = (await platform.createKey(tenant, 'quickstart')).key;
+    writeFileSync(keyFile, `${key}\n`, { mode: 0o600 });
+  }
+  if (!(await platform.store.getFunction(tenant.id, 'hello'))) {
+    log('deploying the example function examples/hello as "hello"');
+    await platform.deployBundle(
+      tenant,
+      'hello',
+      { kind: 'dir', path: path.join(REPO_ROOT, 'examples/hello') },
+      {},
+    );
+  }
+  log(
+    `tenant "${tenant.name}", key in ${keyFile}; call the example (the first call boots its micro-VM):`,
+    { tenant: tenant.name, key },
+  );
+  process.stdout.write(
+    `\n  curl -s -X POST ${url}/v1/functions/hello/invoke -H "Authorization: Bearer ${key}" -d '{"name":"Ada"}'\n` +
+      `  curl -s "${url}/${tenant.name}/hello?name=Ada" -H "Authorization: Bearer ${key}"\n` +
+      `  ISOLA_URL=${url} ISOLA_API_KEY=${key} bin/isola invoke hello --data '{"name":"Ada"}'\n\n`,
+  );
 }

@@ -14,6 +14,10 @@ export function startHeaders(r: InvokeResult): Record<string, string> {
     'x-isola-start-ms': r.startMs.toFixed(1),
     'x-isola-version': String(r.version),
     'x-isola-duration-ms': r.durationMs.toFixed(1),
+    // The handler's own time as the runtime in the guest measured it (Node.js functions).
+    ...(r.outcome.handlerMs !== undefined
+      ? { 'x-isola-handler-ms': r.outcome.handlerMs.toFixed(3) }
+      : {}),
   };
 }
 

@@ -1,0 +1,249 @@
+// Warm-invoke benchmark through the gateway: a real `isola serve`, one trivial Node.js function
+// kept warm (one instance, many requests at once), then
+//   1. closed loops of 1 and 8 clients (Node fetch, keep-alive): end-to-end latency and the
+//      platform's own overhead = client latency - the handler's time in the guest (the runtime
+//      reports it in X-Isola-Handler-Ms);
+//   2. wrk (Debian) with 1, 8 and 32 connections: requests/s and latency p50/p99, errors.
+// Writes bench/results/platform.json and platform.md.   npm run bench:platform
+
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { percentile, writeResults } from './stats.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SEQ_N = Number(process.env.BENCH_N ?? 300);
+const WRK_SECONDS = Number(process.env.BENCH_WRK_SECONDS ?? 10);
+
+async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'isola-bench-platform-'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const srv = spawn(
+    process.execPath,
+    [
+      path.join(ROOT, 'dist/src/cli/main.js'),
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--data-dir',
+      path.join(dir, 'data'),
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const stop = () =>
+    new Promise<void>((r) => {
+      srv.once('exit', () => r());
+      srv.kill('SIGTERM');
+    });
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        if ((await fetch(`${url}/v1/health`)).ok) break;
+      } catch {
+        if (i > 300) throw new Error('server did not start');
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const admin = readFileSync(path.join(dir, 'data/admin.key'), 'utf8').trim();
+    const post = async (route: string, body: unknown, key: string) => {
+      const r = await fetch(`${url}${route}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      if (!r.ok) throw new Error(`${route}: ${r.status} ${await r.text()}`);
+      return r;
+    };
+    await post('/v1/tenants', { name: 'bench', maxConcurrency: 1000 }, admin);
+    const key = (
+      (await (await post('/v1/keys', { tenant: 'bench' }, admin)).json()) as { key: string }
+    ).key;
+    const tar = spawnSync('tar', ['-C', path.join(ROOT, 'bench/functions/noop'), '-c', '.']).stdout;
+    const dep = await fetch(`${url}/v1/functions/noop/versions`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${key}`,
+        'content-type': 'application/x-tar',
+        'x-isola-config': JSON.stringify({ concurrency: 64, maxInstances: 1 }),
+      },
+      body: tar,
+    });
+    if (!dep.ok) throw new Error(`deploy: ${await dep.text()}`);
+    const invokeUrl = `${url}/v1/functions/noop/invoke`;
+    const once = async () => {
+      const t0 = performance.now();
+      const r = await fetch(invokeUrl, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: '{"n":1}',
+      });
+      await r.arrayBuffer();
+      const ms = performance.now() - t0;
+      if (r.status !== 200) throw new Error(`invoke ${r.status}`);
+      return {
+        ms,
+        handler: Number(r.headers.get('x-isola-handler-ms')),
+        start: r.headers.get('x-isola-start'),
+      };
+    };
+    const cold = await once();
+    process.stderr.write(`[bench] first invoke (boot) ${cold.ms.toFixed(0)} ms\n`);
+    for (let i = 0; i < 20; i++) await once();
+
+    const loops: Record<string, unknown> = {};
+    for (const clients of [1, 8]) {
+      const lat: number[] = [];
+      const over: number[] = [];
+      let errors = 0;
+      const per = Math.ceil(SEQ_N / clients);
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: clients }, async () => {
+          for (let i = 0; i < per; i++) {
+            try {
+              const r = await once();
+              lat.push(r.ms);
+              over.push(r.ms - r.handler);
+            } catch {
+              errors++;
+            }
+          }
+        }),
+      );
+      const secs = (performance.now() - t0) / 1000;
+      const r2 = (x: number) => Math.round(x * 100) / 100;
+      loops[`clients${clients}`] = {
+        clients,
+        requests: lat.length,
+        errors,
+        rps: r2(lat.length / secs),
+        latencyMs: { p50: r2(percentile(lat, 50)), p99: r2(percentile(lat, 99)) },
+        overheadMs: { p50: r2(percentile(over, 50)), p99: r2(percentile(over, 99)) },
+      };
+      process.stderr.write(
+        `[bench] loop ${clients}: ${JSON.stringify(loops[`clients${clients}`])}\n`,
+      );
+    }
+
+    const lua = path.join(dir, 'post.lua');
+    writeFileSync(
+      lua,
+      [
+        'wrk.method = "POST"',
+        'wrk.body = "{\\"n\\":1}"',
+        'wrk.headers["Content-Type"] = "application/json"',
+        `wrk.headers["Authorization"] = "Bearer ${key}"`,
+        'done = function(summary, latency, requests)',
+        '  local e = summary.errors',
+        '  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"non2xx\\":%d,\\"socket_errors\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d}\\n",',
+        '    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,',
+        '    latency:percentile(50), latency:percentile(99)))',
+        'end',
+        '',
+      ].join('\n'),
+    );
+    const wrk: Record<string, unknown> = {};
+    for (const c of [1, 8, 32]) {
+      const out = spawnSync(
+        'wrk',
+        [
+          '-t',
+          String(Math.min(c, 2)),
+          '-c',
+          String(c),
+          '-d',
+          `${WRK_SECONDS}s`,
+          '--timeout',
+          '30s',
+          '-s',
+          lua,
+          invokeUrl,
+        ],
+        { encoding: 'utf8' },
+      );
+      const line = /WRKJSON (\{.*\})/.exec(out.stdout)?.[1];
+      if (!line) throw new Error(`wrk failed: ${out.stdout} ${out.stderr}`);
+      const w = JSON.parse(line) as {
+        requests: number;
+        duration_us: number;
+        non2xx: number;
+        socket_errors: number;
+        p50_us: number;
+        p99_us: number;
+      };
+      wrk[`c${c}`] = {
+        connections: c,
+        requests: w.requests,
+        rps: Math.round((w.requests / (w.duration_us / 1e6)) * 10) / 10,
+        latencyMs: { p50: w.p50_us / 1000, p99: w.p99_us / 1000 },
+        errors: w.non2xx + w.socket_errors,
+      };
+      process.stderr.write(`[bench] wrk -c ${c}: ${JSON.stringify(wrk[`c${c}`])}\n`);
+    }
+    const result = {
+      when: new Date().toISOString(),
+      host: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? '' },
+      function: 'bench/functions/noop (Node.js, 256 MiB, one instance, 64 requests at once)',
+      coldStartMs: Math.round(cold.ms),
+      loops,
+      wrk,
+    };
+    const L = loops as Record<
+      string,
+      {
+        rps: number;
+        latencyMs: { p50: number; p99: number };
+        overheadMs: { p50: number; p99: number };
+        errors: number;
+      }
+    >;
+    const W = wrk as Record<
+      string,
+      { rps: number; latencyMs: { p50: number; p99: number }; errors: number }
+    >;
+    const md = [
+      '# Warm invoke through the gateway',
+      '',
+      `${result.when}, ${result.host.cpus} CPUs, TCG. Function: ${result.function}.`,
+      '',
+      '| load | requests/s | latency p50 (ms) | latency p99 (ms) | overhead p50 (ms) | overhead p99 (ms) | errors |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
+      ...[1, 8].map((c) => {
+        const x = L[`clients${c}`]!;
+        return `| ${c} client(s), Node fetch | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | ${x.overheadMs.p50} | ${x.overheadMs.p99} | ${x.errors} |`;
+      }),
+      ...[1, 8, 32].map((c) => {
+        const x = W[`c${c}`]!;
+        return `| wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | - | - | ${x.errors} |`;
+      }),
+      '',
+      'Overhead = client latency minus the handler time the runtime measured in the guest.',
+      '',
+    ].join('\n');
+    const files = writeResults(path.join(ROOT, 'bench/results'), 'platform', result, md);
+    process.stdout.write(`${md}\nwrote ${files.json} and ${files.md}\n`);
+  } finally {
+    await stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${String(err)}\n`);
+  process.exitCode = 1;
+});
