@@ -3,6 +3,7 @@
 // The OpenAPI document (openapi.ts) describes the same routes; a test walks both.
 
 import type http from 'node:http';
+import { IsolaError } from '../errors.js';
 import type { Platform, Principal } from '../platform/platform.js';
 
 export type Access = 'public' | 'admin' | 'any';
@@ -15,6 +16,8 @@ export interface Ctx {
   principal: Principal;
   requestId: string;
   platform: Platform;
+  /** performance.now() when the request arrived (for Server-Timing). */
+  t0: number;
 }
 
 export interface Route {
@@ -58,7 +61,12 @@ export function match(
     }
     const params: Record<string, string> = {};
     r.names.forEach((n, i) => {
-      params[n] = decodeURIComponent(m[i + 1]!);
+      try {
+        params[n] = decodeURIComponent(m[i + 1]!);
+      } catch {
+        // A malformed %-escape is the client's error (400), not an internal one (500).
+        throw new IsolaError('E_INVALID_ARGUMENT', `malformed percent-encoding in ${pathname}`);
+      }
     });
     return { route: r, params };
   }

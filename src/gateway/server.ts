@@ -71,6 +71,7 @@ export class Gateway {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const t0 = performance.now();
     const requestId = newRequestId();
     res.setHeader(REQUEST_ID_HEADER, requestId);
     try {
@@ -92,6 +93,7 @@ export class Gateway {
           principal,
           requestId,
           platform: this.platform,
+          t0,
         });
         return;
       }

@@ -7,24 +7,23 @@
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { writeFileSync } from 'node:fs';
-import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
-  HEADER_DEADLINE,
-  HEADER_REQUEST_ID,
   type HandlerError,
-  type InvokeReply,
   RUNTIME_PORT,
+  RuntimeFrameDecoder,
+  type RuntimeReply,
+  type RuntimeRequest,
   TASK_DIR,
   encodeOutputLine,
+  encodeRuntimeFrame,
 } from '../protocol/function.js';
 
 type Handler = (event: unknown, context: Record<string, unknown>) => unknown;
 
 const als = new AsyncLocalStorage<string>();
-/** Largest event body the runtime reads (the gateway already refuses above 6 MiB). */
-const MAX_EVENT_BYTES = 8 * 1024 * 1024;
 
 // Tag output: every write becomes one JSON line on the real stdout.
 const realStdout = process.stdout.write.bind(process.stdout);
@@ -79,48 +78,18 @@ async function loadHandler(): Promise<Handler> {
 let handler: Handler | null = null;
 let initError: HandlerError | null = null;
 
-function send(res: http.ServerResponse, status: number, body: unknown): void {
-  let text: string;
-  try {
-    text = JSON.stringify(body);
-  } catch (err) {
-    const e = toHandlerError(err);
-    text = JSON.stringify({
-      ok: false,
-      error: {
-        type: 'SerializationError',
-        message: `the handler's result is not JSON: ${e.message}`,
-      },
-      durationMs: (body as { durationMs?: number }).durationMs ?? 0,
-    } satisfies InvokeReply);
-  }
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(text);
-}
-
-async function readBody(req: http.IncomingMessage): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  let n = 0;
-  for await (const c of req) {
-    n += (c as Buffer).length;
-    if (n > MAX_EVENT_BYTES) throw new Error('event too large');
-    parts.push(c as Buffer);
-  }
-  return Buffer.concat(parts);
-}
-
-async function invoke(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  const requestId = String(req.headers[HEADER_REQUEST_ID] ?? '');
-  const deadline = Number(req.headers[HEADER_DEADLINE] ?? 0) || Date.now() + 60_000;
-  const raw = await readBody(req);
+/** One invocation: the event in, one reply frame out (result JSON as the body). */
+async function invoke(
+  req: { id: number; requestId: string; deadline: number },
+  raw: Buffer,
+  send: (header: RuntimeReply, body?: Buffer) => void,
+): Promise<void> {
   const t0 = performance.now();
   const durationMs = () => Math.round((performance.now() - t0) * 1000) / 1000;
+  const fail = (error: HandlerError) =>
+    send({ t: 'reply', id: req.id, ok: false, durationMs: durationMs(), error });
   if (!handler) {
-    send(res, 200, {
-      ok: false,
-      error: initError ?? { type: 'InitError', message: 'not loaded' },
-      durationMs: 0,
-    });
+    fail(initError ?? { type: 'InitError', message: 'not loaded' });
     return;
   }
   let event: unknown = null;
@@ -128,17 +97,14 @@ async function invoke(req: http.IncomingMessage, res: http.ServerResponse): Prom
     try {
       event = JSON.parse(raw.toString('utf8'));
     } catch (err) {
-      send(res, 200, {
-        ok: false,
-        error: { type: 'EventError', message: `event is not JSON: ${(err as Error).message}` },
-        durationMs: 0,
-      });
+      fail({ type: 'EventError', message: `event is not JSON: ${(err as Error).message}` });
       return;
     }
   }
+  const deadline = req.deadline || Date.now() + 60_000;
   const context = {
-    requestId,
-    awsRequestId: requestId,
+    requestId: req.requestId,
+    awsRequestId: req.requestId,
     functionName: process.env.ISOLA_FN_NAME ?? '',
     functionVersion: process.env.ISOLA_FN_VERSION ?? '',
     memoryLimitInMB: Number(process.env.ISOLA_FN_MEMORY_MIB ?? 0),
@@ -146,39 +112,66 @@ async function invoke(req: http.IncomingMessage, res: http.ServerResponse): Prom
     getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
   };
   const h = handler;
-  await als.run(requestId, async () => {
+  await als.run(req.requestId, async () => {
+    let result: unknown;
     try {
-      const result = await h(event, context);
-      send(res, 200, {
-        ok: true,
-        result: result === undefined ? null : result,
-        durationMs: durationMs(),
-      });
+      result = await h(event, context);
     } catch (err) {
-      send(res, 200, { ok: false, error: toHandlerError(err), durationMs: durationMs() });
+      fail(toHandlerError(err));
+      return;
     }
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(result === undefined ? null : result);
+    } catch (err) {
+      fail({
+        type: 'SerializationError',
+        message: `the handler's result is not JSON: ${(err as Error).message}`,
+      });
+      return;
+    }
+    send(
+      { t: 'reply', id: req.id, ok: true, durationMs: durationMs() },
+      Buffer.from(text ?? 'null'),
+    );
   });
 }
 
-const server = http.createServer((req, res) => {
-  if (req.method === 'GET' && req.url === '/_isola/health') {
-    if (handler) send(res, 200, { ready: true });
-    else send(res, 500, { ready: false, error: initError });
-    return;
-  }
-  if (req.method === 'POST' && req.url === '/_isola/invoke') {
-    invoke(req, res).catch((err: unknown) => {
-      if (!res.headersSent)
-        send(res, 400, { ok: false, error: toHandlerError(err), durationMs: 0 });
-      else res.destroy();
-    });
-    return;
-  }
-  send(res, 404, { error: 'no such route' });
+const server = net.createServer((sock) => {
+  sock.setNoDelay(true);
+  const decoder = new RuntimeFrameDecoder();
+  const send = (header: RuntimeReply, body?: Buffer) => {
+    if (!sock.destroyed) sock.write(encodeRuntimeFrame(header, body));
+  };
+  sock.on('error', () => undefined);
+  sock.on('data', (chunk: Buffer) => {
+    let frames: ReturnType<RuntimeFrameDecoder['push']>;
+    try {
+      frames = decoder.push(chunk);
+    } catch (err) {
+      process.stderr.write(`runtime: bad frame from the host: ${(err as Error).message}\n`);
+      sock.destroy();
+      return;
+    }
+    for (const { header, body } of frames) {
+      const req = header as RuntimeRequest;
+      if (req.t === 'health') {
+        send(
+          handler
+            ? { t: 'health', id: req.id, ready: true }
+            : {
+                t: 'health',
+                id: req.id,
+                ready: false,
+                error: initError ?? { type: 'InitError', message: 'not loaded' },
+              },
+        );
+      } else if (req.t === 'invoke') {
+        void invoke(req, body, send);
+      }
+    }
+  });
 });
-// Invocations may run as long as the function timeout; the host enforces it.
-server.requestTimeout = 0;
-server.keepAliveTimeout = 10 * 60_000;
 
 // A rejection the handler forgot to await must not take the runtime down (Lambda logs it too).
 process.on('unhandledRejection', (err) => {

@@ -21,15 +21,16 @@ import type { ImageRecord, ImageStore } from '../image/store/store.js';
 import { parseConfig, translate } from '../oci/config.js';
 import { encodePlan } from '../oci/plan-encode.js';
 import {
-  HEADER_DEADLINE,
   HEADER_REQUEST_ID,
   type HandlerError,
   IMAGE_PORT,
-  type InvokeReply,
   RUNTIME_PORT,
   RUNTIME_SCRIPT,
+  RuntimeFrameDecoder,
+  type RuntimeReply,
   TASK_DIR,
   decodeOutputLine,
+  encodeRuntimeFrame,
   heapLimitMiB,
 } from '../protocol/function.js';
 import type { ExitStatus } from '../protocol/messages.js';
@@ -90,13 +91,16 @@ export interface HttpOutcome {
   error?: IsolaError;
 }
 
-/** node:http over the agent's connect stream, with keep-alive so warm calls skip the connect. */
+/**
+ * node:http over the agent's connect stream (image functions). A connection per request: node's
+ * keep-alive reuse of these relayed streams was seen to leave a request unsent now and then.
+ */
 class GuestHttpAgent extends http.Agent {
   constructor(
     private readonly sb: Sandbox,
     private readonly port: number,
   ) {
-    super({ keepAlive: process.env.ISOLA_GUEST_KEEPALIVE === '1', maxSockets: 256 });
+    super({ keepAlive: false, maxSockets: 256 });
   }
   override createConnection(): Duplex {
     return this.sb.connect(this.port);
@@ -116,6 +120,8 @@ export class Instance {
   private sandbox: Sandbox | null = null;
   private proc: SandboxProcess | null = null;
   private agent: GuestHttpAgent | null = null;
+  /** Node.js functions: the one multiplexed connection to the runtime. */
+  private rt: RuntimeChannel | null = null;
   private stderrTail = '';
   private readonly outBuf = { stdout: '', stderr: '' };
   private readonly current = new Set<string>();
@@ -154,10 +160,7 @@ export class Instance {
       if (this.state === 'destroyed') throw new IsolaError('E_SHUTTING_DOWN', 'destroyed');
       if (spec.runtime === 'image') await this.startImage();
       else await this.startNode();
-      this.agent = new GuestHttpAgent(
-        this.sandbox,
-        spec.runtime === 'image' ? IMAGE_PORT : RUNTIME_PORT,
-      );
+      if (spec.runtime === 'image') this.agent = new GuestHttpAgent(this.sandbox, IMAGE_PORT);
       await this.waitServing();
       this.startMs = performance.now() - t0;
       if (this.state === 'starting') this.state = 'ready';
@@ -329,11 +332,16 @@ export class Instance {
           c.destroy();
           return;
         }
-        const r = await this.request('GET', '/_isola/health', {}, null, 10_000);
-        const body = JSON.parse(r.body.toString('utf8')) as {
-          ready: boolean;
-          error?: HandlerError;
-        };
+        const rt = new RuntimeChannel(this.sandbox!.connect(RUNTIME_PORT));
+        let body: Extract<RuntimeReply, { t: 'health' }>;
+        try {
+          body = (await rt.call({ t: 'health' }, undefined, HEALTH_TIMEOUT_MS))
+            .header as typeof body;
+        } catch (err) {
+          rt.close();
+          throw err;
+        }
+        this.rt = rt;
         if (!body.ready) {
           this.initError = new IsolaError(
             'E_FUNCTION_INIT',
@@ -399,32 +407,30 @@ export class Instance {
     const deadline = Date.now() + timeoutMs;
     this.begin(requestId);
     try {
-      const exchange =
-        this.spec.runtime === 'image'
-          ? this.request(
-              'POST',
-              '/',
-              { 'content-type': 'application/json', [HEADER_REQUEST_ID]: requestId },
-              event,
-              timeoutMs + 1000,
-            )
-          : this.request(
-              'POST',
-              '/_isola/invoke',
-              {
-                'content-type': 'application/json',
-                [HEADER_REQUEST_ID]: requestId,
-                [HEADER_DEADLINE]: String(deadline),
-              },
-              event,
-              timeoutMs + 1000,
-            );
-      const r = await this.race(exchange, timeoutMs);
+      if (this.spec.runtime === 'image') {
+        const exchange = this.request(
+          'POST',
+          '/',
+          { 'content-type': 'application/json', [HEADER_REQUEST_ID]: requestId },
+          event,
+          timeoutMs + 1000,
+        );
+        const r = await this.race(exchange, timeoutMs);
+        return 'outcome' in r ? r.outcome : imageOutcome(r.value);
+      }
+      const r = await this.race(
+        this.rt!.call({ t: 'invoke', requestId, deadline }, event, 0),
+        timeoutMs,
+      );
       if ('outcome' in r) return r.outcome;
-      const res = r.value;
-      if (this.spec.runtime === 'image') return imageOutcome(res);
-      const reply = JSON.parse(res.body.toString('utf8')) as InvokeReply;
-      if (reply.ok) return { status: 'ok', result: reply.result, handlerMs: reply.durationMs };
+      const reply = r.value.header as Extract<RuntimeReply, { t: 'reply' }>;
+      if (reply.ok) {
+        return {
+          status: 'ok',
+          result: JSON.parse(r.value.body.toString('utf8')),
+          handlerMs: reply.durationMs,
+        };
+      }
       return {
         status: 'error',
         handlerMs: reply.durationMs,
@@ -597,6 +603,7 @@ export class Instance {
     if (this.state === 'destroyed') return;
     this.state = 'destroyed';
     this.agent?.destroy();
+    this.rt?.close();
     const sb = this.sandbox;
     this.sandbox = null;
     await sb?.destroy().catch(() => undefined);
@@ -645,4 +652,92 @@ export function describeExit(s: ExitStatus): string {
 
 function lastLines(text: string, n = 5): string {
   return text.trim().split('\n').slice(-n).join(' | ').slice(0, 2000);
+}
+
+/** The health question gets this long once the runtime accepted the connection. */
+const HEALTH_TIMEOUT_MS = 30_000;
+
+/** Invocations multiplexed on one connection to the in-guest runtime (protocol/function.ts). */
+class RuntimeChannel {
+  private readonly decoder = new RuntimeFrameDecoder();
+  private readonly pending = new Map<
+    number,
+    { resolve: (r: { header: RuntimeReply; body: Buffer }) => void; reject: (e: Error) => void }
+  >();
+  private nextId = 1;
+  private closedWith: Error | null = null;
+
+  constructor(private readonly conn: Duplex) {
+    conn.on('data', (chunk: Buffer) => {
+      let frames: ReturnType<RuntimeFrameDecoder['push']>;
+      try {
+        frames = this.decoder.push(chunk);
+      } catch (err) {
+        this.fail(
+          new IsolaError('E_AGENT_PROTOCOL', `runtime sent a bad frame: ${(err as Error).message}`),
+        );
+        return;
+      }
+      for (const f of frames) {
+        const id = Number(f.header.id);
+        const p = this.pending.get(id);
+        if (!p) continue;
+        this.pending.delete(id);
+        p.resolve({ header: f.header as unknown as RuntimeReply, body: f.body });
+      }
+    });
+    const gone = (err?: Error) =>
+      this.fail(
+        toIsolaError(err ?? new IsolaError('E_GUEST_CONNECT', 'the runtime closed its connection')),
+      );
+    conn.on('error', gone);
+    conn.on('close', () => gone());
+    conn.on('end', () => gone());
+  }
+
+  call(
+    req: { t: 'health' } | { t: 'invoke'; requestId: string; deadline: number },
+    body: Buffer | undefined,
+    timeoutMs: number,
+  ): Promise<{ header: RuntimeReply; body: Buffer }> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer =
+        timeoutMs > 0
+          ? setTimeout(() => {
+              this.pending.delete(id);
+              reject(
+                new IsolaError(
+                  'E_FUNCTION_TIMEOUT',
+                  `the runtime did not answer within ${timeoutMs} ms`,
+                ),
+              );
+            }, timeoutMs)
+          : null;
+      this.pending.set(id, {
+        resolve: (r) => {
+          if (timer) clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          if (timer) clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.conn.write(encodeRuntimeFrame({ ...req, id }, body));
+    });
+  }
+
+  close(): void {
+    this.conn.destroy();
+  }
+
+  private fail(err: Error): void {
+    if (this.closedWith) return;
+    this.closedWith = err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    this.conn.destroy();
+  }
 }

@@ -48,10 +48,15 @@ export class SecretBox {
 
   open(sealed: string, context: string): string {
     const buf = Buffer.from(sealed, 'base64');
-    const d = createDecipheriv('aes-256-gcm', this.key, buf.subarray(0, IV_BYTES));
-    d.setAAD(Buffer.from(context));
-    d.setAuthTag(buf.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
     try {
+      // A truncated value would otherwise pass a short IV or tag, and GCM accepts tags of as
+      // little as 4 bytes: insist on the full 16.
+      if (buf.length < IV_BYTES + TAG_BYTES) throw new Error('sealed value is too short');
+      const d = createDecipheriv('aes-256-gcm', this.key, buf.subarray(0, IV_BYTES), {
+        authTagLength: TAG_BYTES,
+      });
+      d.setAAD(Buffer.from(context));
+      d.setAuthTag(buf.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
       return Buffer.concat([d.update(buf.subarray(IV_BYTES + TAG_BYTES)), d.final()]).toString(
         'utf8',
       );

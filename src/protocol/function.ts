@@ -2,11 +2,15 @@
 // Node.js runtime (guest/fn-runtime.ts): where the code is, which port the runtime serves, the
 // shape of an invocation's reply, and how output lines carry their request id.
 //
-// Node.js functions: the runtime loads the handler and serves HTTP on RUNTIME_PORT of the
-// guest's loopback; the host reaches it through the agent's `connect` stream.
-//   GET  /_isola/health   200 {ready:true} | 500 {error}   (the handler loaded, or why not)
-//   POST /_isola/invoke   JSON event in (headers: request id, deadline) -> InvokeReply
-// Image functions: the image's own server on IMAGE_PORT; requests pass through unchanged.
+// Node.js functions: the runtime loads the handler and listens on RUNTIME_PORT of the guest's
+// loopback; the host keeps one connection to it (through the agent's `connect` stream) and
+// multiplexes invocations on it with small frames, not HTTP: under TCG every byte of parsing in
+// the guest costs, and one long-lived connection needs no per-call connect.
+//   frame = u32 header length | u32 body length | header JSON | body
+//   host -> runtime: {t:'health', id} | {t:'invoke', id, requestId, deadline}  body = event JSON
+//   runtime -> host: {t:'health', id, ready, error?} | {t:'reply', id, ok, durationMs, error?}
+//                    body = result JSON (ok replies)
+// Image functions: the image's own HTTP server on IMAGE_PORT; requests pass through unchanged.
 
 export const RUNTIME_PORT = 9001;
 export const IMAGE_PORT = 8080;
@@ -15,8 +19,6 @@ export const TASK_DIR = '/var/task';
 export const RUNTIME_SCRIPT = '/opt/isola/agent/src/guest/fn-runtime.js';
 
 export const HEADER_REQUEST_ID = 'x-isola-request-id';
-/** Epoch milliseconds by which the invocation must end (the handler's context sees it). */
-export const HEADER_DEADLINE = 'x-isola-deadline-ms';
 
 export interface HandlerError {
   type: string;
@@ -24,9 +26,50 @@ export interface HandlerError {
   stack?: string;
 }
 
-export type InvokeReply =
-  | { ok: true; result: unknown; durationMs: number }
-  | { ok: false; error: HandlerError; durationMs: number };
+export type RuntimeRequest =
+  | { t: 'health'; id: number }
+  | { t: 'invoke'; id: number; requestId: string; deadline: number };
+
+export type RuntimeReply =
+  | { t: 'health'; id: number; ready: boolean; error?: HandlerError }
+  | { t: 'reply'; id: number; ok: true; durationMs: number }
+  | { t: 'reply'; id: number; ok: false; durationMs: number; error: HandlerError };
+
+/** Largest frame either side accepts (events are at most 6 MiB at the gateway). */
+export const MAX_RUNTIME_FRAME = 16 * 1024 * 1024;
+
+export function encodeRuntimeFrame(header: object, body: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.from(JSON.stringify(header));
+  const prefix = Buffer.alloc(8);
+  prefix.writeUInt32BE(h.length, 0);
+  prefix.writeUInt32BE(body.length, 4);
+  return Buffer.concat([prefix, h, body]);
+}
+
+/** Incremental decoder; throws on a frame over MAX_RUNTIME_FRAME or a header that is not JSON. */
+export class RuntimeFrameDecoder {
+  private buf: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): Array<{ header: Record<string, unknown>; body: Buffer }> {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    const out: Array<{ header: Record<string, unknown>; body: Buffer }> = [];
+    while (this.buf.length >= 8) {
+      const hl = this.buf.readUInt32BE(0);
+      const bl = this.buf.readUInt32BE(4);
+      if (hl + bl > MAX_RUNTIME_FRAME)
+        throw new Error(`runtime frame of ${hl + bl} bytes is too large`);
+      if (this.buf.length < 8 + hl + bl) break;
+      const header = JSON.parse(this.buf.subarray(8, 8 + hl).toString('utf8')) as Record<
+        string,
+        unknown
+      >;
+      const body = Buffer.from(this.buf.subarray(8 + hl, 8 + hl + bl));
+      this.buf = this.buf.subarray(8 + hl + bl);
+      out.push({ header, body });
+    }
+    return out;
+  }
+}
 
 /** Output of the runtime: one JSON line per write, tagged with the request it belongs to. */
 export interface OutputLine {

@@ -60,6 +60,15 @@ describe('parseRequest accepts every valid op', () => {
       { id: 31, op: 'writeFile', path: '/tmp/x', mode: 0o7777, append: true },
     ],
     shutdown: [{ id: Number.MAX_SAFE_INTEGER, op: 'shutdown' }],
+    connect: [
+      { id: 40, op: 'connect', port: 1 },
+      { id: 41, op: 'connect', port: 65535 },
+    ],
+    send: [
+      { id: 42, op: 'send', connId: 1 },
+      { id: 43, op: 'send', connId: 1, eof: true },
+    ],
+    close: [{ id: 44, op: 'close', connId: 7 }],
   };
 
   test('the cases cover every op in OPS', () => {
@@ -74,6 +83,17 @@ describe('parseRequest accepts every valid op', () => {
 });
 
 describe('parseRequest rejects malformed requests', () => {
+  test('connect, send, close: port in range, integer connId, boolean eof', () => {
+    rejects({ id: 1, op: 'connect', port: 0 }, /port/);
+    rejects({ id: 1, op: 'connect', port: 65536 }, /port/);
+    rejects({ id: 1, op: 'connect', port: '80' }, /port/);
+    rejects({ id: 1, op: 'connect' }, /port/);
+    rejects({ id: 1, op: 'send', connId: -1 }, /connId/);
+    rejects({ id: 1, op: 'send', connId: 1, eof: 'yes' }, /eof/);
+    rejects({ id: 1, op: 'close' }, /connId/);
+    rejects({ id: 1, op: 'connect', port: 80, host: '10.0.0.1' }, /unknown field/);
+  });
+
   test('non-objects', () => {
     for (const v of [null, undefined, 1, 'info', true, [], [{ id: 1, op: 'info' }]]) {
       const r = rejects(v, /object/);

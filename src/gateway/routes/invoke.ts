@@ -40,13 +40,22 @@ export const invokeRoutes: Route[] = [
         }
       }
       const r = await ctx.platform.invoke(t, ctx.params.name!, body, ctx.requestId);
-      sendOutcome(ctx.res, r);
+      sendOutcome(ctx.res, r, ctx.t0);
     },
   },
 ];
 
-function sendOutcome(res: http.ServerResponse, r: InvokeResult): void {
+function sendOutcome(res: http.ServerResponse, r: InvokeResult, t0: number): void {
   const headers = startHeaders(r);
+  // Where the time went, as the gateway saw it: total (request in to response out), getting an
+  // instance, the handler in the guest. total - handler is the platform's own overhead.
+  const timing = [
+    `total;dur=${(performance.now() - t0).toFixed(3)}`,
+    `start;dur=${r.startMs.toFixed(3)}`,
+  ];
+  if (r.outcome.handlerMs !== undefined)
+    timing.push(`handler;dur=${r.outcome.handlerMs.toFixed(3)}`);
+  headers['server-timing'] = timing.join(', ');
   const o = r.outcome;
   if (o.status === 'ok') {
     sendJson(

@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  MAX_RUNTIME_FRAME,
+  RuntimeFrameDecoder,
+  decodeOutputLine,
+  encodeOutputLine,
+  encodeRuntimeFrame,
+  heapLimitMiB,
+} from './function.js';
+
+type Frame = { header: Record<string, unknown>; body: Buffer };
+
+const frames: Frame[] = [
+  { header: { t: 'health', id: 1 }, body: Buffer.alloc(0) },
+  {
+    header: { t: 'invoke', id: 2, requestId: 'r-ü✓', deadline: 1_700_000_000_000 },
+    body: Buffer.from(JSON.stringify({ hello: 'wörld', n: [1, 2, 3] })),
+  },
+  {
+    header: { t: 'reply', id: 2, ok: true, durationMs: 1.5 },
+    body: Buffer.from([0, 1, 2, 255, 254]),
+  },
+];
+
+function collect(d: RuntimeFrameDecoder, chunks: Buffer[]): Frame[] {
+  const out: Frame[] = [];
+  for (const c of chunks) out.push(...d.push(c));
+  return out;
+}
+
+describe('runtime frames', () => {
+  test('encode/decode round trip', () => {
+    for (const f of frames) {
+      const enc = encodeRuntimeFrame(f.header, f.body);
+      const h = Buffer.from(JSON.stringify(f.header));
+      assert.equal(enc.readUInt32BE(0), h.length);
+      assert.equal(enc.readUInt32BE(4), f.body.length);
+      assert.equal(enc.length, 8 + h.length + f.body.length);
+      assert.deepEqual(new RuntimeFrameDecoder().push(enc), [f]);
+    }
+  });
+
+  test('the body defaults to empty', () => {
+    const out = new RuntimeFrameDecoder().push(encodeRuntimeFrame({ t: 'health', id: 9 }));
+    assert.equal(out.length, 1);
+    assert.equal(out[0]!.body.length, 0);
+  });
+
+  test('a frame split at every byte boundary', () => {
+    for (const f of frames) {
+      const enc = encodeRuntimeFrame(f.header, f.body);
+      for (let i = 0; i <= enc.length; i++) {
+        const d = new RuntimeFrameDecoder();
+        const first = d.push(enc.subarray(0, i));
+        assert.deepEqual(first, i === enc.length ? [f] : [], `split at ${i}`);
+        const second = d.push(enc.subarray(i));
+        assert.deepEqual([...first, ...second], [f], `split at ${i}`);
+      }
+    }
+  });
+
+  test('byte by byte', () => {
+    const all = Buffer.concat(frames.map((f) => encodeRuntimeFrame(f.header, f.body)));
+    const d = new RuntimeFrameDecoder();
+    const chunks = [...all].map((b) => Buffer.from([b]));
+    assert.deepEqual(collect(d, chunks), frames);
+  });
+
+  test('several frames in one chunk, and a chunk ending mid-frame', () => {
+    const all = Buffer.concat(frames.map((f) => encodeRuntimeFrame(f.header, f.body)));
+    assert.deepEqual(new RuntimeFrameDecoder().push(all), frames);
+    const d = new RuntimeFrameDecoder();
+    const cut = all.length - 3;
+    assert.deepEqual(d.push(all.subarray(0, cut)), frames.slice(0, 2));
+    assert.deepEqual(d.push(all.subarray(cut)), frames.slice(2));
+  });
+
+  test('bodies are copies: reusing the input chunk does not change a decoded body', () => {
+    const enc = encodeRuntimeFrame({ id: 1 }, Buffer.from('abc'));
+    const [f] = new RuntimeFrameDecoder().push(enc);
+    enc.fill(0);
+    assert.equal(f!.body.toString(), 'abc');
+  });
+
+  test('an oversized frame throws as soon as its prefix is seen', () => {
+    const prefix = Buffer.alloc(8);
+    prefix.writeUInt32BE(100, 0);
+    prefix.writeUInt32BE(MAX_RUNTIME_FRAME - 99, 4);
+    assert.throws(() => new RuntimeFrameDecoder().push(prefix), /too large/);
+    const huge = Buffer.alloc(8);
+    huge.writeUInt32BE(0xffffffff, 0);
+    huge.writeUInt32BE(0xffffffff, 4);
+    assert.throws(() => new RuntimeFrameDecoder().push(huge), /too large/);
+    // Exactly at the limit is accepted (it just waits for the rest).
+    const edge = Buffer.alloc(8);
+    edge.writeUInt32BE(2, 0);
+    edge.writeUInt32BE(MAX_RUNTIME_FRAME - 2, 4);
+    assert.deepEqual(new RuntimeFrameDecoder().push(edge), []);
+  });
+
+  test('a header that is not JSON throws', () => {
+    const h = Buffer.from('{nope');
+    const prefix = Buffer.alloc(8);
+    prefix.writeUInt32BE(h.length, 0);
+    assert.throws(() => new RuntimeFrameDecoder().push(Buffer.concat([prefix, h])), SyntaxError);
+  });
+});
+
+describe('output lines', () => {
+  test('tagged lines round trip', () => {
+    for (const line of [
+      { r: 'req-1', s: 'o' as const, t: 'hello' },
+      { r: null, s: 'e' as const, t: 'at load: {"r":1}\twith "quotes"' },
+      { r: 'req-2', s: 'o' as const, t: '' },
+    ]) {
+      const text = encodeOutputLine(line);
+      assert.ok(text.endsWith('\n'));
+      assert.ok(text.startsWith('{"r":'));
+      assert.deepEqual(decodeOutputLine(text.slice(0, -1)), line);
+    }
+  });
+
+  test('other lines come back raw', () => {
+    for (const text of [
+      '',
+      'plain text',
+      'FATAL ERROR: Reached heap limit Allocation failed',
+      '{"s":"o","r":"x","t":"y"}', // JSON, but not in our key order
+      '{"r":"x", "t": broken', // starts like ours but is not JSON
+      '{"r":', // just the prefix
+      '{"r":1,"s":"o","t":"x"}', // r is neither string nor null
+      '{"r":"x","s":"o"}', // no text
+      '{"r":"x","s":"o","t":5}', // text not a string
+      '{"r":null}',
+    ]) {
+      assert.deepEqual(decodeOutputLine(text), { raw: text }, text);
+    }
+  });
+});
+
+describe('heapLimitMiB', () => {
+  test('guest memory less 112 MiB, never below 32', () => {
+    assert.equal(heapLimitMiB(256), 144);
+    assert.equal(heapLimitMiB(1024), 912);
+    assert.equal(heapLimitMiB(145), 33);
+    assert.equal(heapLimitMiB(144), 32);
+    assert.equal(heapLimitMiB(128), 32);
+    assert.equal(heapLimitMiB(0), 32);
+  });
+});
