@@ -4,14 +4,14 @@
 // serves many checks); crash, shutdown and PostgreSQL runs have servers of their own.
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runDir } from '../src/assets/paths.js';
 import { findQemuProcesses } from '../src/sandbox/reaper.js';
-import { ROOT, sleep } from './helpers.js';
+import { ISOLA_BIN, ROOT, sleep } from './helpers.js';
 import { type TestPostgres, startPostgres } from './pg-helpers.js';
 import {
   type ApiReply,
@@ -150,8 +150,16 @@ describe('platform: one server, shared functions', () => {
     assert.equal((JSON.parse(c.stdout) as { message: string }).message, 'Hello, Cy!');
   });
 
-  test('CommonJS exports.handler works too', async () => {
-    assert.equal(cli(['deploy', 'cjs', path.join(FIXTURES, 'cjs')], env).code, 0);
+  test('CommonJS exports.handler works too, deployed from a zip', async () => {
+    const zip = path.join(dir, 'cjs.zip');
+    execFileSync('python3', [
+      '-c',
+      'import shutil,sys; shutil.make_archive(sys.argv[1][:-4], "zip", sys.argv[2])',
+      zip,
+      path.join(FIXTURES, 'cjs'),
+    ]);
+    const d = cli(['deploy', 'cjs', zip], env);
+    assert.equal(d.code, 0, d.stderr);
     const r = await invoke('cjs', { x: 1 });
     assert.equal(r.status, 200, r.text);
     assert.deepEqual((r.body as { result: unknown }).result, { cjs: true, got: { x: 1 } });
@@ -189,6 +197,20 @@ describe('platform: one server, shared functions', () => {
       { key: acmeKey },
     );
     assert.equal((viaApi.body as { lines: unknown[] }).lines.length, 4);
+    // --follow streams lines of invocations made after it started.
+    const follow = spawn(ISOLA_BIN, ['logs', 'mb', '--follow', '--json'], {
+      env: { ...process.env, ...env },
+    });
+    let streamed = '';
+    follow.stdout.on('data', (d: Buffer) => {
+      streamed += d.toString();
+    });
+    await sleep(500);
+    const again = await invoke('mb', { mode: 'log', lines: 1 });
+    const id2 = again.headers.get('x-isola-request-id')!;
+    for (let i = 0; i < 50 && !streamed.includes(`line 0 of ${id2}`); i++) await sleep(100);
+    follow.kill('SIGTERM');
+    assert.ok(streamed.includes(`line 0 of ${id2}`), `follow saw: ${streamed.slice(-500)}`);
   });
 
   test('bad input gets clear errors while the server keeps serving', async () => {

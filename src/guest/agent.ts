@@ -4,6 +4,7 @@
 // tests. Malformed input produces error replies and never throws out of `onData`.
 
 import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { readFile as fsReadFile, writeFile as fsWriteFile, open, stat } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -43,6 +44,12 @@ export interface AgentOptions {
   onShutdown?: () => void;
   /** Extra info fields (for tests). */
   now?: () => number;
+  /**
+   * Set on every process the agent starts. Inside the VM the agent protects itself from the OOM
+   * killer with -1000, which children would inherit: a container whose cgroup ran out of memory
+   * would then have no process the kernel may kill, and the guest would spin forever.
+   */
+  childOomScoreAdj?: number;
 }
 
 export class Agent {
@@ -200,6 +207,13 @@ export class Agent {
       });
       // A successful spawn has its pid at once (a failed one reports 'error' on the next tick):
       // answering now instead of on the 'spawn' event saves an event-loop turn per exec.
+      if (child.pid !== undefined && this.opts.childOomScoreAdj !== undefined) {
+        try {
+          writeFileSync(`/proc/${child.pid}/oom_score_adj`, String(this.opts.childOomScoreAdj));
+        } catch {
+          // the process may already be gone
+        }
+      }
       if (child.pid !== undefined) {
         this.execs.set(execId, rec);
         resolve({ execId, pid: child.pid });
