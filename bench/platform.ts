@@ -101,7 +101,12 @@ async function main(): Promise<void> {
           return [name, Number(dur)];
         }),
       ) as Record<string, number>;
-      return { ms, handler: timing.handler ?? 0, total: timing.total ?? ms };
+      return {
+        ms,
+        handler: timing.handler ?? 0,
+        total: timing.total ?? ms,
+        instance: timing.instance ?? 0,
+      };
     };
     const cold = await once();
     process.stderr.write(`[bench] first invoke (boot) ${cold.ms.toFixed(0)} ms\n`);
@@ -111,6 +116,8 @@ async function main(): Promise<void> {
     for (const clients of [1, 8]) {
       const lat: number[] = [];
       const over: number[] = [];
+      const gateway: number[] = [];
+      const relay: number[] = [];
       let errors = 0;
       const per = Math.ceil(SEQ_N / clients);
       const t0 = performance.now();
@@ -121,6 +128,8 @@ async function main(): Promise<void> {
               const r = await once();
               lat.push(r.ms);
               over.push(r.total - r.handler);
+              gateway.push(r.total - r.instance);
+              relay.push(r.instance - r.handler);
             } catch {
               errors++;
             }
@@ -136,6 +145,10 @@ async function main(): Promise<void> {
         rps: r2(lat.length / secs),
         latencyMs: { p50: r2(percentile(lat, 50)), p99: r2(percentile(lat, 99)) },
         overheadMs: { p50: r2(percentile(over, 50)), p99: r2(percentile(over, 99)) },
+        // host side: HTTP, auth, store lookups, pool, the metering write
+        gatewayMs: { p50: r2(percentile(gateway, 50)), p99: r2(percentile(gateway, 99)) },
+        // host -> agent -> runtime and back, less the handler
+        relayMs: { p50: r2(percentile(relay, 50)), p99: r2(percentile(relay, 99)) },
       };
       process.stderr.write(
         `[bench] loop ${clients}: ${JSON.stringify(loops[`clients${clients}`])}\n`,
@@ -159,6 +172,63 @@ async function main(): Promise<void> {
         '',
       ].join('\n'),
     );
+    const runWrk = (c: number, target: string) => {
+      const out = spawnSync(
+        'wrk',
+        [
+          '-t',
+          String(Math.min(c, 2)),
+          '-c',
+          String(c),
+          '-d',
+          `${WRK_SECONDS}s`,
+          '--timeout',
+          '30s',
+          '-s',
+          lua,
+          target,
+        ],
+        { encoding: 'utf8' },
+      );
+      const line = /WRKJSON (\{.*\})/.exec(out.stdout)?.[1];
+      if (!line) throw new Error(`wrk failed: ${out.stdout} ${out.stderr}`);
+      const w = JSON.parse(line) as {
+        requests: number;
+        duration_us: number;
+        non2xx: number;
+        socket_errors: number;
+        p50_us: number;
+        p99_us: number;
+      };
+      return {
+        connections: c,
+        requests: w.requests,
+        rps: Math.round((w.requests / (w.duration_us / 1e6)) * 10) / 10,
+        latencyMs: { p50: w.p50_us / 1000, p99: w.p99_us / 1000 },
+        errors: w.non2xx + w.socket_errors,
+      };
+    };
+    // Peer: the same handler in a plain Node.js HTTP server on the host (no VM, no isolation),
+    // measured by the same wrk in the same run: what the micro-VM and the platform cost.
+    const peerPort = await freePort();
+    const peer = spawn(
+      process.execPath,
+      [
+        '-e',
+        `import('${path.join(ROOT, 'bench/functions/noop/index.js')}').then(({ default: h }) => require('node:http').createServer((q, s) => { let b = ''; q.on('data', (d) => (b += d)); q.on('end', async () => { const r = await h(JSON.parse(b || 'null'), {}); const t = JSON.stringify({ result: r }); s.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(t) }); s.end(t); }); }).listen(${peerPort}, '127.0.0.1'))`,
+      ],
+      { stdio: 'ignore' },
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    const peerWrk: Record<string, unknown> = {};
+    try {
+      for (const c of [1, 8, 32]) {
+        peerWrk[`c${c}`] = runWrk(c, `http://127.0.0.1:${peerPort}/`);
+        process.stderr.write(`[bench] peer wrk -c ${c}: ${JSON.stringify(peerWrk[`c${c}`])}\n`);
+      }
+    } finally {
+      peer.kill('SIGKILL');
+    }
     const wrk: Record<string, unknown> = {};
     for (const c of [1, 8, 32]) {
       const out = spawnSync(
@@ -204,15 +274,22 @@ async function main(): Promise<void> {
       coldStartMs: Math.round(cold.ms),
       loops,
       wrk,
+      peerHostNodeWrk: peerWrk,
     };
     const L = loops as Record<
       string,
       {
+        gatewayMs: { p50: number; p99: number };
+        relayMs: { p50: number; p99: number };
         rps: number;
         latencyMs: { p50: number; p99: number };
         overheadMs: { p50: number; p99: number };
         errors: number;
       }
+    >;
+    const P = peerWrk as Record<
+      string,
+      { rps: number; latencyMs: { p50: number; p99: number }; errors: number }
     >;
     const W = wrk as Record<
       string,
@@ -233,6 +310,12 @@ async function main(): Promise<void> {
         const x = W[`c${c}`]!;
         return `| wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | - | - | ${x.errors} |`;
       }),
+      ...[1, 8, 32].map((c) => {
+        const x = P[`c${c}`]!;
+        return `| peer: same handler, plain Node.js HTTP server on the host, wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | - | - | ${x.errors} |`;
+      }),
+      '',
+      `Of the overhead at 1 client (p50): gateway on the host ${L.clients1!.gatewayMs.p50} ms (HTTP, auth, store lookups, pool, metering write), host-guest relay and runtime ${L.clients1!.relayMs.p50} ms.`,
       '',
       "Overhead = the gateway's time from request in to response out (Server-Timing total) minus the handler time the runtime measured in the guest (Server-Timing handler): HTTP, auth, routing, pool, the host-guest relay and the runtime's framing.",
       '',

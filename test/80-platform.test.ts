@@ -5,13 +5,13 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runDir } from '../src/assets/paths.js';
 import { findQemuProcesses } from '../src/sandbox/reaper.js';
-import { ISOLA_BIN, ROOT, sleep } from './helpers.js';
+import { ISOLA_BIN, ROOT, leftovers, sleep } from './helpers.js';
 import { type TestPostgres, startPostgres } from './pg-helpers.js';
 import {
   type ApiReply,
@@ -476,6 +476,9 @@ describe('platform: one server, shared functions', () => {
         routes.push([m.toUpperCase(), p, op['x-isola-access']]);
     }
     assert.ok(routes.length >= 30);
+    const made = await call('POST', '/v1/keys', { key: acmeKey, json: { description: 'revoked' } });
+    const revoked = made.body as { key: string; id: string };
+    assert.equal((await call('DELETE', `/v1/keys/${revoked.id}`, { key: acmeKey })).status, 200);
     const body = (m: string) => (m === 'GET' || m === 'HEAD' ? {} : { json: {} });
     const fill = (p: string) =>
       p
@@ -498,6 +501,8 @@ describe('platform: one server, shared functions', () => {
         ...body(m),
       });
       assert.equal(garbage.status, 401, `${m} ${p} with an unknown key`);
+      const rev = await call(m, fill(p), { key: revoked.key, ...body(m) });
+      assert.equal(rev.status, 401, `${m} ${p} with a revoked key`);
       // Deploying to a name creates the function in the caller's own tenant: not a lookup.
       if (p.includes('{name}') && !(m === 'POST' && p === '/v1/functions/{name}/versions')) {
         const other = await call(m, fill(p), { key: globexKey, ...body(m) });
@@ -671,6 +676,10 @@ describe('platform: crash safety and graceful stop', () => {
       srv = await startServer({ dataDir });
       await sleep(500);
       assert.equal(qemuCount(), 0, 'no QEMU process of the killed server');
+      // The restarted server reaped the dead one's sandbox folders and cgroups.
+      assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
+      assert.deepEqual(readdirSync(path.join(dataDir, 'instances')), []);
+      assert.deepEqual(readdirSync(path.join(dataDir, 'tmp')), []);
       const ls = await api(srv.url, 'GET', '/v1/functions', { key });
       assert.equal(ls.status, 200);
       const names = (ls.body as { functions: Array<{ name: string; latestVersion: number }> })

@@ -52,6 +52,8 @@ function sendOutcome(res: http.ServerResponse, r: InvokeResult, t0: number): voi
   const timing = [
     `total;dur=${(performance.now() - t0).toFixed(3)}`,
     `start;dur=${r.startMs.toFixed(3)}`,
+    // the exchange with the instance: host -> agent -> runtime -> handler and back
+    `instance;dur=${r.durationMs.toFixed(3)}`,
   ];
   if (r.outcome.handlerMs !== undefined)
     timing.push(`handler;dur=${r.outcome.handlerMs.toFixed(3)}`);
