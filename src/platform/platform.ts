@@ -156,7 +156,15 @@ export class Platform {
         rmSync(path.join(opts.dataDir, d, e), { recursive: true, force: true });
     }
     const p = new Platform(opts);
-    for (const t of await p.store.listTenants()) p.tenantCache.set(t.id, t);
+    for (const t of await p.store.listTenants()) {
+      p.tenantCache.set(t.id, t);
+      // Warm pools come back after a restart (in the background: starting may take a while).
+      for (const f of await p.store.listFunctions(t.id)) {
+        p.prewarm(f).catch((err: unknown) =>
+          process.stderr.write(`isola: warm pool of ${f.name}: ${String(err)}\n`),
+        );
+      }
+    }
     return p;
   }
 
@@ -362,6 +370,7 @@ export class Platform {
         },
         opts.promote ?? [DEFAULT_ALIAS],
       );
+      this.prewarmSoon(f);
       return { fn: (await this.store.getFunctionById(f.id))!, version };
     } finally {
       rmSync(tmp, { recursive: true, force: true });
@@ -415,6 +424,7 @@ export class Platform {
       },
       opts.promote ?? [DEFAULT_ALIAS],
     );
+    this.prewarmSoon(f);
     return { fn: (await this.store.getFunctionById(f.id))!, version };
   }
 
@@ -423,7 +433,7 @@ export class Platform {
     const f = await this.getFunction(tenant, name);
     const last = await this.latest(f);
     if (!last) throw new IsolaError('E_NOT_FOUND', `${name} has no version yet: deploy code first`);
-    return this.store.addVersion(
+    const v = await this.store.addVersion(
       f.id,
       {
         runtime: last.runtime,
@@ -434,6 +444,8 @@ export class Platform {
       },
       [DEFAULT_ALIAS],
     );
+    this.prewarmSoon(f);
+    return v;
   }
 
   async getVersion(f: FunctionRecord, version: number): Promise<VersionRecord> {
@@ -460,6 +472,7 @@ export class Platform {
       updatedAt: Date.now(),
     };
     await this.store.putAlias(a);
+    this.prewarmSoon(f);
     return a;
   }
 
@@ -471,6 +484,7 @@ export class Platform {
       ciphertext: this.box.seal(value, `${f.id}/${secret}`),
       updatedAt: Date.now(),
     });
+    this.prewarmSoon(f);
   }
 
   private async secretValues(f: FunctionRecord): Promise<Record<string, string>> {
@@ -515,6 +529,44 @@ export class Platform {
       minInstances: v.config.minInstances,
       idleTimeoutS: v.config.idleTimeoutS,
     };
+  }
+
+  /**
+   * Keep the function's warm pool (minInstances of each version its live alias serves) and let
+   * groups it no longer serves scale to zero. Called after anything that changes what `live`
+   * means: deploy, settings, alias moves, secrets.
+   */
+  async prewarm(fn: FunctionRecord): Promise<void> {
+    const f = (await this.store.getFunctionById(fn.id)) ?? fn;
+    const live = await this.store.getAlias(f.id, DEFAULT_ALIAS);
+    const versions = live
+      ? [live.version, ...(live.additionalVersion ? [live.additionalVersion] : [])]
+      : [];
+    const keep = new Set<string>();
+    for (const n of versions) {
+      const v = await this.store.getVersion(f.id, n);
+      if (!v) continue;
+      const spec = this.groupSpec(f, v);
+      keep.add(spec.key);
+      if (spec.minInstances > 0) {
+        const secrets = await this.secretValues(f);
+        this.logs.setSecrets(f.id, Object.values(secrets));
+        this.pendingCreate.set(spec.key, {
+          fn: f,
+          version: v,
+          env: { ...v.config.env, ...secrets },
+        });
+        this.pool.prewarm(spec);
+      }
+    }
+    this.pool.retire(f.id, keep);
+  }
+
+  /** prewarm() in the background; a failure is the operator's to see, not the caller's. */
+  prewarmSoon(fn: FunctionRecord): void {
+    this.prewarm(fn).catch((err: unknown) =>
+      process.stderr.write(`isola: warm pool of ${fn.name}: ${String(err)}\n`),
+    );
   }
 
   /** Instance factory for the pool (the versions it needs are cached by the call that asks). */

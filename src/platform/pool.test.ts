@@ -305,6 +305,41 @@ describe('Pool', () => {
     assert.equal(again.instance, left[0]!.instance);
   });
 
+  test('prewarm starts minInstances idle instances; retire lets them scale to zero', async (t) => {
+    const h = harness();
+    t.after(() => h.pool.close());
+    const warm = spec({ key: 'w1', minInstances: 2, idleTimeoutS: 0.3 });
+    h.pool.prewarm(warm);
+    assert.equal(h.pool.instances().length, 2);
+    assert.ok(
+      h.pool.instances().every((x) => x.slots === 0),
+      'a warm-pool start holds no slot',
+    );
+    await sleep(100);
+    const l = await h.pool.acquire(warm, 1000);
+    assert.equal(l.startKind, 'warm');
+    h.pool.release(l);
+    await sleep(650);
+    assert.equal(h.pool.instances().length, 2, 'the minimum outlives the idle timeout');
+    // A destroyed member is replaced by the sweep.
+    h.fake(h.pool.instances()[0]!.instance).markBroken('test');
+    await sleep(400);
+    assert.equal(h.pool.instances().filter((x) => x.instance.state !== 'broken').length, 2);
+    h.pool.retire('f1', new Set(['other-key']));
+    await sleep(700);
+    assert.equal(h.pool.instances().length, 0, 'retired: scaled to zero after the idle timeout');
+  });
+
+  test('a warm pool whose starts fail backs off instead of retrying every sweep', async (t) => {
+    const h = harness();
+    t.after(() => h.pool.close());
+    const boom = new IsolaError('E_FUNCTION_UNAVAILABLE', 'boot failed');
+    h.plans.push({ fail: boom }, { fail: boom }, { fail: boom });
+    h.pool.prewarm(spec({ key: 'bad', minInstances: 1 }));
+    await sleep(800);
+    assert.equal(h.created.length, 1, 'one failed start, then the backoff');
+  });
+
   test('busy instances are not stopped for idleness', async (t) => {
     const h = harness();
     t.after(() => h.pool.close());

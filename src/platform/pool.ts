@@ -15,6 +15,8 @@ import type { StartKind } from './store/types.js';
 export const IDLE_SWEEP_MS = 250;
 /** Requests waiting for a slot per function version beyond this are refused at once (429). */
 export const MAX_QUEUE_PER_GROUP = 1000;
+/** A warm pool whose start failed (bad image, boot failure) does not retry sooner than this. */
+export const PREWARM_BACKOFF_MS = 10_000;
 
 export interface GroupSpec {
   key: string;
@@ -55,6 +57,8 @@ interface Group {
   spec: GroupSpec;
   members: Slotted[];
   waiters: Waiter[];
+  /** When a start last failed: the warm pool waits PREWARM_BACKOFF_MS before trying again. */
+  failedAt?: number;
 }
 
 export interface PoolEvents {
@@ -154,6 +158,41 @@ export class Pool {
     await Promise.all(all);
   }
 
+  /**
+   * Keep at least `spec.minInstances` instances of the group started and idle (warm pool);
+   * the sweep keeps topping it up. Start failures are logged by the instance and retried by
+   * the next sweep.
+   */
+  prewarm(spec: GroupSpec): void {
+    if (this.closed) return;
+    const g = this.group(spec);
+    g.spec = spec;
+    this.topUp(g);
+  }
+
+  /**
+   * Groups of a function that are no longer what it serves (another live version, new secrets)
+   * lose their minimum, so they scale to zero after their idle timeout.
+   */
+  retire(functionId: string, keep: ReadonlySet<string>): void {
+    for (const g of this.groups.values()) {
+      if (g.spec.functionId === functionId && !keep.has(g.spec.key) && g.spec.minInstances > 0) {
+        g.spec = { ...g.spec, minInstances: 0 };
+      }
+    }
+  }
+
+  private topUp(g: Group): void {
+    if (g.failedAt !== undefined && Date.now() - g.failedAt < PREWARM_BACKOFF_MS) return;
+    let live = g.members.filter((m) => m.instance.state !== 'broken').length;
+    while (live < g.spec.minInstances) {
+      const m = this.tryStart(g);
+      if (!m) return;
+      m.slots--; // tryStart reserves a slot for a requester; a warm-pool start has none
+      live++;
+    }
+  }
+
   /** Stop the instances of groups matching a predicate (function deleted, version retired). */
   async drain(match: (spec: GroupSpec) => boolean): Promise<void> {
     const all: Promise<void>[] = [];
@@ -211,6 +250,7 @@ export class Pool {
         this.opts.events?.onStart?.(g.spec, instance);
       },
       (err: unknown) => {
+        g.failedAt = Date.now();
         this.remove(g, m, 'start failed');
         // Waiters that hoped for this instance try again (another start, or they keep waiting).
         queueMicrotask(() => this.pump(g));
@@ -300,6 +340,7 @@ export class Pool {
           void m.instance.destroy();
         }
       }
+      if (g.spec.minInstances > 0) this.topUp(g);
       if (g.members.length === 0 && g.waiters.length === 0) this.groups.delete(key);
     }
   }

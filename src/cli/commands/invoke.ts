@@ -7,6 +7,9 @@ import { seg, toError } from '../client.js';
 import { CLIENT_OPTIONS, clientFrom } from '../common.js';
 import { parseCli, printJson, usageError } from '../output.js';
 
+/** After this long without an answer, a terminal user is told a cold start may be running. */
+const COLD_HINT_MS = 1000;
+
 export async function invoke(argv: string[]): Promise<number> {
   const { values, positionals } = parseCli({
     args: argv,
@@ -20,10 +23,29 @@ export async function invoke(argv: string[]): Promise<number> {
   if (data === '-') data = readFileSync(0, 'utf8');
   else if (data.startsWith('@')) data = readFileSync(data.slice(1), 'utf8');
   const c = clientFrom(values);
-  const res = await c.fetch('POST', `/v1/functions/${seg(name)}/invoke`, {
-    body: Buffer.from(data),
-    headers: { 'content-type': 'application/json' },
-  });
+  // On a terminal, say why a call takes long: the first one boots the function's micro-VM.
+  const hint =
+    process.stderr.isTTY && !values.json
+      ? setTimeout(
+          () =>
+            process.stderr.write('waiting for an instance (a cold start boots a micro-VM)...\n'),
+          COLD_HINT_MS,
+        )
+      : null;
+  let res: Response;
+  try {
+    res = await c.fetch('POST', `/v1/functions/${seg(name)}/invoke`, {
+      body: Buffer.from(data),
+      headers: { 'content-type': 'application/json' },
+    });
+  } finally {
+    if (hint) clearTimeout(hint);
+  }
+  if (hint && res.headers.get('x-isola-start') === 'booted') {
+    process.stderr.write(
+      `cold start: ${res.headers.get('x-isola-start-ms')} ms to boot and load\n`,
+    );
+  }
   const text = await res.text();
   let body: unknown = text;
   try {

@@ -63,6 +63,7 @@ export const aliasRoutes: Route[] = [
       const f = await ctx.platform.getFunction(t, ctx.params.name!);
       if (!(await ctx.platform.store.deleteAlias(f.id, aliasName(ctx))))
         throw new IsolaError('E_NOT_FOUND', `no alias named ${ctx.params.alias}`);
+      ctx.platform.prewarmSoon(f);
       sendJson(ctx.res, 200, { ok: true });
     },
   },

@@ -55,6 +55,7 @@ export const secretRoutes: Route[] = [
       const f = await ctx.platform.getFunction(t, ctx.params.name!);
       if (!(await ctx.platform.store.deleteSecret(f.id, secretName(ctx))))
         throw new IsolaError('E_NOT_FOUND', `no secret named ${ctx.params.secret}`);
+      ctx.platform.prewarmSoon(f);
       sendJson(ctx.res, 200, { ok: true });
     },
   },
