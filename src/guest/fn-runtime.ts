@@ -7,12 +7,11 @@
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
+  FUNCTION_PORT_NAME,
   type HandlerError,
-  RUNTIME_PORT,
   RuntimeFrameDecoder,
   type RuntimeReply,
   type RuntimeRequest,
@@ -20,6 +19,7 @@ import {
   encodeOutputLine,
   encodeRuntimeFrame,
 } from '../protocol/function.js';
+import { openPort, portWriter, readPort } from './port.js';
 
 type Handler = (event: unknown, context: Record<string, unknown>) => unknown;
 
@@ -137,21 +137,20 @@ async function invoke(
   });
 }
 
-const server = net.createServer((sock) => {
-  sock.setNoDelay(true);
+/** Serve frames from the host on the function's own virtio-serial port (no agent in between). */
+function serve(): void {
+  const fd = openPort(FUNCTION_PORT_NAME);
+  const write = portWriter(fd);
   const decoder = new RuntimeFrameDecoder();
-  const send = (header: RuntimeReply, body?: Buffer) => {
-    if (!sock.destroyed) sock.write(encodeRuntimeFrame(header, body));
-  };
-  sock.on('error', () => undefined);
-  sock.on('data', (chunk: Buffer) => {
+  const send = (header: RuntimeReply, body?: Buffer) => write(encodeRuntimeFrame(header, body));
+  readPort(fd, (chunk) => {
     let frames: ReturnType<RuntimeFrameDecoder['push']>;
     try {
       frames = decoder.push(chunk);
     } catch (err) {
+      // The stream cannot be resynchronised; the host sees no reply and replaces the instance.
       process.stderr.write(`runtime: bad frame from the host: ${(err as Error).message}\n`);
-      sock.destroy();
-      return;
+      process.exit(70);
     }
     for (const { header, body } of frames) {
       const req = header as RuntimeRequest;
@@ -171,7 +170,7 @@ const server = net.createServer((sock) => {
       }
     }
   });
-});
+}
 
 // A rejection the handler forgot to await must not take the runtime down (Lambda logs it too).
 process.on('unhandledRejection', (err) => {
@@ -185,7 +184,7 @@ async function main(): Promise<void> {
     initError = toHandlerError(err);
     process.stderr.write(`init failed: ${initError.type}: ${initError.message}\n`);
   }
-  server.listen(Number(process.env.ISOLA_FN_PORT ?? RUNTIME_PORT), '127.0.0.1');
+  serve();
 }
 
 void main();

@@ -24,7 +24,6 @@ import {
   HEADER_REQUEST_ID,
   type HandlerError,
   IMAGE_PORT,
-  RUNTIME_PORT,
   RUNTIME_SCRIPT,
   RuntimeFrameDecoder,
   type RuntimeReply,
@@ -155,6 +154,7 @@ export class Instance {
         memoryMiB: spec.config.memoryMiB,
         vcpus: spec.config.vcpus,
         drives,
+        functionPort: spec.runtime === 'nodejs20',
       });
       await this.sandbox.start();
       if (this.state === 'destroyed') throw new IsolaError('E_SHUTTING_DOWN', 'destroyed');
@@ -209,7 +209,6 @@ export class Instance {
           ISOLA_FN_NAME: spec.functionName,
           ISOLA_FN_VERSION: String(spec.version),
           ISOLA_FN_MEMORY_MIB: String(spec.config.memoryMiB),
-          ISOLA_FN_PORT: String(RUNTIME_PORT),
         },
       },
       this.outputIo(),
@@ -315,53 +314,62 @@ export class Instance {
 
   /** Wait until the function's server answers (Node: its health route; image: a TCP accept). */
   private async waitServing(): Promise<void> {
+    if (this.spec.runtime === 'nodejs20') return this.waitRuntime();
     const deadline = Date.now() + INIT_TIMEOUT_MS;
     for (;;) {
-      if (this.exitStatus) {
-        throw new IsolaError(
-          'E_FUNCTION_INIT',
-          `function process exited during start (${describeExit(this.exitStatus)}): ${lastLines(this.stderrTail)}`,
-        );
-      }
+      if (this.exitStatus) throw this.initDeath(this.exitStatus);
       if (this.state === 'destroyed') throw new IsolaError('E_SHUTTING_DOWN', 'destroyed');
       try {
-        if (this.spec.runtime === 'image') {
-          const c = this.sandbox!.connect(IMAGE_PORT) as Duplex & { ready(): Promise<void> };
-          c.on('error', () => undefined); // a refused probe is expected until the server listens
-          await c.ready();
-          c.destroy();
-          return;
-        }
-        const rt = new RuntimeChannel(this.sandbox!.connect(RUNTIME_PORT));
-        let body: Extract<RuntimeReply, { t: 'health' }>;
-        try {
-          body = (await rt.call({ t: 'health' }, undefined, HEALTH_TIMEOUT_MS))
-            .header as typeof body;
-        } catch (err) {
-          rt.close();
-          throw err;
-        }
-        this.rt = rt;
-        if (!body.ready) {
-          this.initError = new IsolaError(
-            'E_FUNCTION_INIT',
-            `function failed to load: ${body.error?.type ?? 'Error'}: ${body.error?.message ?? 'unknown'}`,
-            { details: { error: body.error } },
-          );
-        }
+        const c = this.sandbox!.connect(IMAGE_PORT) as Duplex & { ready(): Promise<void> };
+        c.on('error', () => undefined); // a refused probe is expected until the server listens
+        await c.ready();
+        c.destroy();
         return;
       } catch (err) {
         const e = toIsolaError(err);
-        if (e.code !== 'E_GUEST_CONNECT' && !/ECONNREFUSED|closed/.test(e.message)) throw e;
+        if (e.code !== 'E_GUEST_CONNECT') throw e;
       }
       if (Date.now() > deadline) {
         throw new IsolaError(
           'E_FUNCTION_INIT',
-          `function did not listen on port ${this.spec.runtime === 'image' ? IMAGE_PORT : RUNTIME_PORT} within ${INIT_TIMEOUT_MS} ms`,
+          `the image's server did not listen on port ${IMAGE_PORT} within ${INIT_TIMEOUT_MS} ms`,
         );
       }
       await new Promise((r) => setTimeout(r, INIT_POLL_MS));
     }
+  }
+
+  /**
+   * Node.js: ask the runtime on the function port whether the handler loaded. The question
+   * waits in the port until the runtime opens it, so there is nothing to poll.
+   */
+  private async waitRuntime(): Promise<void> {
+    const rt = new RuntimeChannel(await this.sandbox!.functionChannel());
+    this.rt = rt;
+    const health = rt.call({ t: 'health' }, undefined, INIT_TIMEOUT_MS);
+    const died = this.exited().then((s) => {
+      throw this.initDeath(s);
+    });
+    health.catch(() => undefined);
+    died.catch(() => undefined);
+    const body = (await Promise.race([health, died])).header as Extract<
+      RuntimeReply,
+      { t: 'health' }
+    >;
+    if (!body.ready) {
+      this.initError = new IsolaError(
+        'E_FUNCTION_INIT',
+        `function failed to load: ${body.error?.type ?? 'Error'}: ${body.error?.message ?? 'unknown'}`,
+        { details: { error: body.error } },
+      );
+    }
+  }
+
+  private initDeath(s: ExitStatus): IsolaError {
+    return new IsolaError(
+      'E_FUNCTION_INIT',
+      `function process exited during start (${describeExit(s)}): ${lastLines(this.stderrTail)}`,
+    );
   }
 
   /** One buffered HTTP exchange with the function's server. */
@@ -653,9 +661,6 @@ export function describeExit(s: ExitStatus): string {
 function lastLines(text: string, n = 5): string {
   return text.trim().split('\n').slice(-n).join(' | ').slice(0, 2000);
 }
-
-/** The health question gets this long once the runtime accepted the connection. */
-const HEALTH_TIMEOUT_MS = 30_000;
 
 /** Invocations multiplexed on one connection to the in-guest runtime (protocol/function.ts). */
 class RuntimeChannel {

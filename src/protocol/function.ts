@@ -2,17 +2,17 @@
 // Node.js runtime (guest/fn-runtime.ts): where the code is, which port the runtime serves, the
 // shape of an invocation's reply, and how output lines carry their request id.
 //
-// Node.js functions: the runtime loads the handler and listens on RUNTIME_PORT of the guest's
-// loopback; the host keeps one connection to it (through the agent's `connect` stream) and
-// multiplexes invocations on it with small frames, not HTTP: under TCG every byte of parsing in
-// the guest costs, and one long-lived connection needs no per-call connect.
+// Node.js functions: the runtime loads the handler and reads frames from a virtio-serial port
+// of its own (FUNCTION_PORT_NAME), so invocations skip the agent; it multiplexes them as small
+// length-prefixed frames, not HTTP: under TCG every byte of parsing in the guest costs.
 //   frame = u32 header length | u32 body length | header JSON | body
 //   host -> runtime: {t:'health', id} | {t:'invoke', id, requestId, deadline}  body = event JSON
 //   runtime -> host: {t:'health', id, ready, error?} | {t:'reply', id, ok, durationMs, error?}
 //                    body = result JSON (ok replies)
 // Image functions: the image's own HTTP server on IMAGE_PORT; requests pass through unchanged.
 
-export const RUNTIME_PORT = 9001;
+/** The virtio-serial port a Node.js function's runtime reads and writes frames on. */
+export const FUNCTION_PORT_NAME = 'isola.fn';
 export const IMAGE_PORT = 8080;
 /** Where the code bundle's block device is mounted in the guest (read-only). */
 export const TASK_DIR = '/var/task';

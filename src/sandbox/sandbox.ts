@@ -78,6 +78,11 @@ export interface Sandbox {
    * once; writes wait for the connection, and a refused connect destroys it (E_GUEST_CONNECT).
    */
   connect(port: number): Duplex;
+  /**
+   * The byte stream of the sandbox's function port (spec.functionPort): a runtime in the guest
+   * opens the port named FUNCTION_PORT_NAME; bytes flow without the agent in between.
+   */
+  functionChannel(): Promise<Duplex>;
   info(): Promise<GuestInfo>;
   readFile(path: string): Promise<Buffer>;
   writeFile(path: string, data: Buffer | string, mode?: number): Promise<void>;

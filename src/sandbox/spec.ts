@@ -57,6 +57,8 @@ export const sandboxSpecSchema = z
     /** Extra memory for the QEMU process above guest RAM in its cgroup (MiB). */
     overheadMiB: z.number().int().min(32).max(4096).optional(),
     pidsLimit: z.number().int().min(16).max(65536).optional(),
+    /** A second virtio-serial port for a function runtime (Sandbox.functionChannel()). */
+    functionPort: z.boolean().default(false),
   })
   .strict();
 

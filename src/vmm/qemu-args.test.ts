@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { FUNCTION_PORT_NAME } from '../protocol/function.js';
 import { AGENT_PORT_NAME } from '../protocol/messages.js';
 import { type VmDescription, buildQemuArgs, escapeOpt, kernelCmdline } from './qemu-args.js';
 
@@ -207,6 +208,21 @@ describe('buildQemuArgs', () => {
     assert.equal(agent.opts.get('path'), '/run/isola/sb-123/agent.sock');
     assert.equal(agent.opts.get('server'), 'on');
     assert.equal(agent.opts.get('wait'), 'off');
+  });
+
+  test('a function port is a second named virtserialport only when asked', () => {
+    const without = buildQemuArgs(vm());
+    assert.ok(valuesOf(without, '-device').includes('virtio-serial-device,max_ports=2'));
+    assert.ok(!valuesOf(without, '-chardev').some((c) => c.startsWith('socket,id=fn,')));
+    const args = buildQemuArgs(vm({ functionSocket: '/run/isola/sb-123/fn.sock' }));
+    const devices = valuesOf(args, '-device');
+    assert.ok(devices.includes('virtio-serial-device,max_ports=3'));
+    assert.ok(devices.includes(`virtserialport,chardev=fn,name=${FUNCTION_PORT_NAME}`));
+    assert.ok(
+      valuesOf(args, '-chardev').includes(
+        'socket,id=fn,path=/run/isola/sb-123/fn.sock,server=on,wait=off',
+      ),
+    );
   });
 
   test('the serial console goes to the console socket, not stdio', () => {

@@ -3,6 +3,7 @@
 // the guest through ACPI, direct kernel boot. The legacy PIT/PIC/RTC are on because without them
 // a TCG guest hangs about half the time calibrating its TSC (../shared/HOST-NOTES.md).
 
+import { FUNCTION_PORT_NAME } from '../protocol/function.js';
 import { AGENT_PORT_NAME } from '../protocol/messages.js';
 
 export type Accel = 'kvm' | 'tcg';
@@ -28,6 +29,11 @@ export interface VmDescription {
   hostname: string;
   qmpSocket: string;
   agentSocket: string;
+  /**
+   * A second virtio-serial port, named FUNCTION_PORT_NAME, for a function runtime to talk to the
+   * host directly (no agent hop on the invocation path).
+   */
+  functionSocket?: string;
   /**
    * The guest console (UART) as a unix socket the host reads. Not stdio: QEMU exits when its
    * stdio breaks, and a VM must survive its owner's crash until the reaper decides.
@@ -135,11 +141,19 @@ export function buildQemuArgs(vm: VmDescription): string[] {
     }
     args.push(
       '-device',
-      'virtio-serial-device,max_ports=2',
+      `virtio-serial-device,max_ports=${vm.functionSocket ? 3 : 2}`,
       '-chardev',
       `socket,id=agent,path=${escapeOpt(vm.agentSocket)},server=on,wait=off`,
       '-device',
       `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+      ...(vm.functionSocket
+        ? [
+            '-chardev',
+            `socket,id=fn,path=${escapeOpt(vm.functionSocket)},server=on,wait=off`,
+            '-device',
+            `virtserialport,chardev=fn,name=${FUNCTION_PORT_NAME}`,
+          ]
+        : []),
       // Free page reporting: the guest hands pages it no longer uses back to the host.
       '-device',
       'virtio-balloon-device,free-page-reporting=on',

@@ -55,6 +55,8 @@ const BOOT_DEADLINE_SLACK_MS = 50;
 const DEFAULT_PIDS_LIMIT = 128;
 /** QEMU threads that work besides the vCPUs (I/O, main loop) get half a CPU in the CPU quota. */
 const CPU_QUOTA_EXTRA = 0.5;
+/** The function socket exists once QEMU runs; connecting is local and immediate. */
+const FUNCTION_CHANNEL_CONNECT_MS = 5000;
 
 export class MicroVmDriver implements SandboxDriver {
   readonly name = 'microvm';
@@ -221,7 +223,9 @@ class MicroVmSandbox implements Sandbox {
     const qmpSocket = path.join(this.dir, 'qmp.sock');
     const agentSocket = path.join(this.dir, 'agent.sock');
     const consoleSocket = path.join(this.dir, 'console.sock');
-    for (const s of [qmpSocket, agentSocket, consoleSocket]) rmSync(s, { force: true });
+    const functionSocket = path.join(this.dir, 'fn.sock');
+    for (const s of [qmpSocket, agentSocket, consoleSocket, functionSocket])
+      rmSync(s, { force: true });
     const overhead = this.spec.overheadMiB ?? DEFAULT_OVERHEAD_MIB;
     const cg = createSandboxCgroups(this.id, {
       memoryBytes: (this.spec.memoryMiB + overhead) * 1024 * 1024,
@@ -246,6 +250,7 @@ class MicroVmSandbox implements Sandbox {
       qmpSocket,
       agentSocket,
       consoleSocket,
+      ...(this.spec.functionPort ? { functionSocket } : {}),
       paused: true,
       tcgTbSizeMiB: TCG_TB_SIZE_MIB,
       ...(this.tscKhz ? { tscKhz: this.tscKhz } : {}),
@@ -350,6 +355,14 @@ class MicroVmSandbox implements Sandbox {
 
   connect(port: number): Duplex {
     return this.requireRunning().connect(port);
+  }
+
+  async functionChannel(): Promise<Duplex> {
+    this.requireRunning();
+    if (!this.spec.functionPort) {
+      throw new IsolaError('E_INVALID_SPEC', 'this sandbox was created without functionPort');
+    }
+    return connectUnix(path.join(this.dir, 'fn.sock'), FUNCTION_CHANNEL_CONNECT_MS);
   }
 
   info(): Promise<GuestInfo> {
