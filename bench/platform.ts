@@ -163,11 +163,28 @@ async function main(): Promise<void> {
         'wrk.body = "{\\"n\\":1}"',
         'wrk.headers["Content-Type"] = "application/json"',
         `wrk.headers["Authorization"] = "Bearer ${key}"`,
+        // Per response: the gateway's total minus the handler's time (Server-Timing), kept per
+        // thread and merged in done(): the platform overhead under wrk's load.
+        'local threads = {}',
+        'setup = function(thread) table.insert(threads, thread) end',
+        'init = function(args) over = {} end',
+        'response = function(status, headers, body)',
+        '  local st = headers["server-timing"] or headers["Server-Timing"]',
+        '  if st then',
+        '    local total = tonumber(string.match(st, "total;dur=([%d%.]+)"))',
+        '    local handler = tonumber(string.match(st, "handler;dur=([%d%.]+)")) or 0',
+        '    if total then over[#over + 1] = total - handler end',
+        '  end',
+        'end',
         'done = function(summary, latency, requests)',
+        '  local all = {}',
+        '  for _, t in ipairs(threads) do for _, v in ipairs(t:get("over") or {}) do all[#all + 1] = v end end',
+        '  table.sort(all)',
+        '  local function pct(p) if #all == 0 then return -1 end return all[math.max(1, math.ceil(p / 100 * #all))] end',
         '  local e = summary.errors',
-        '  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"non2xx\\":%d,\\"socket_errors\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d}\\n",',
+        '  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"non2xx\\":%d,\\"socket_errors\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d,\\"over_p50_ms\\":%.3f,\\"over_p99_ms\\":%.3f}\\n",',
         '    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,',
-        '    latency:percentile(50), latency:percentile(99)))',
+        '    latency:percentile(50), latency:percentile(99), pct(50), pct(99)))',
         'end',
         '',
       ].join('\n'),
@@ -199,12 +216,16 @@ async function main(): Promise<void> {
         socket_errors: number;
         p50_us: number;
         p99_us: number;
+        over_p50_ms: number;
+        over_p99_ms: number;
       };
       return {
         connections: c,
         requests: w.requests,
         rps: Math.round((w.requests / (w.duration_us / 1e6)) * 10) / 10,
         latencyMs: { p50: w.p50_us / 1000, p99: w.p99_us / 1000 },
+        // -1: the peer sends no Server-Timing
+        overheadMs: w.over_p50_ms < 0 ? null : { p50: w.over_p50_ms, p99: w.over_p99_ms },
         errors: w.non2xx + w.socket_errors,
       };
     };
@@ -231,40 +252,7 @@ async function main(): Promise<void> {
     }
     const wrk: Record<string, unknown> = {};
     for (const c of [1, 8, 32]) {
-      const out = spawnSync(
-        'wrk',
-        [
-          '-t',
-          String(Math.min(c, 2)),
-          '-c',
-          String(c),
-          '-d',
-          `${WRK_SECONDS}s`,
-          '--timeout',
-          '30s',
-          '-s',
-          lua,
-          invokeUrl,
-        ],
-        { encoding: 'utf8' },
-      );
-      const line = /WRKJSON (\{.*\})/.exec(out.stdout)?.[1];
-      if (!line) throw new Error(`wrk failed: ${out.stdout} ${out.stderr}`);
-      const w = JSON.parse(line) as {
-        requests: number;
-        duration_us: number;
-        non2xx: number;
-        socket_errors: number;
-        p50_us: number;
-        p99_us: number;
-      };
-      wrk[`c${c}`] = {
-        connections: c,
-        requests: w.requests,
-        rps: Math.round((w.requests / (w.duration_us / 1e6)) * 10) / 10,
-        latencyMs: { p50: w.p50_us / 1000, p99: w.p99_us / 1000 },
-        errors: w.non2xx + w.socket_errors,
-      };
+      wrk[`c${c}`] = runWrk(c, invokeUrl);
       process.stderr.write(`[bench] wrk -c ${c}: ${JSON.stringify(wrk[`c${c}`])}\n`);
     }
     const result = {
@@ -293,7 +281,12 @@ async function main(): Promise<void> {
     >;
     const W = wrk as Record<
       string,
-      { rps: number; latencyMs: { p50: number; p99: number }; errors: number }
+      {
+        rps: number;
+        latencyMs: { p50: number; p99: number };
+        overheadMs: { p50: number; p99: number } | null;
+        errors: number;
+      }
     >;
     const md = [
       '# Warm invoke through the gateway',
@@ -308,7 +301,7 @@ async function main(): Promise<void> {
       }),
       ...[1, 8, 32].map((c) => {
         const x = W[`c${c}`]!;
-        return `| wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | - | - | ${x.errors} |`;
+        return `| wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | ${x.overheadMs?.p50 ?? '-'} | ${x.overheadMs?.p99 ?? '-'} | ${x.errors} |`;
       }),
       ...[1, 8, 32].map((c) => {
         const x = P[`c${c}`]!;
