@@ -52,6 +52,8 @@ const env = {
   ISOLA_RUN_DIR: process.env.ISOLA_RUN_DIR ?? path.join(os.tmpdir(), 'isola-test-run'),
   ISOLA_CGROUP_PARENT: process.env.ISOLA_CGROUP_PARENT ?? 'isola-test',
 };
+// Server logs of the platform tests (kept for post-mortems) are per run: drop the last run's.
+rmSync(path.join(env.ISOLA_RUN_DIR, 'server-logs'), { recursive: true, force: true });
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'isola-test-report-'));
 const tap = path.join(tmp, 'report.tap');
 const r = spawnSync(

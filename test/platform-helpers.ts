@@ -3,10 +3,11 @@
 // OpenAPI document (the contract clients rely on).
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Ajv from 'ajv';
+import { runDir } from '../src/assets/paths.js';
 import { ISOLA_BIN, ROOT } from './helpers.js';
 import { freePort } from './registry-helpers.js';
 
@@ -82,8 +83,10 @@ export async function startServer(opts: {
     stop: async (signal = 'SIGTERM') => {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
       const code = await exited;
-      // Kept for post-mortems of failed runs (the leak check allows isola-test-report-*).
-      writeFileSync(path.join(os.tmpdir(), `isola-test-report-server-${port}.log`), out);
+      // Kept for post-mortems of failed runs, in the suite's run dir (emptied by each run).
+      const logs = path.join(runDir(), 'server-logs');
+      mkdirSync(logs, { recursive: true });
+      writeFileSync(path.join(logs, `${port}.log`), out);
       return code;
     },
   };
