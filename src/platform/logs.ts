@@ -16,6 +16,8 @@ export class LogSink {
   private dropped = new Map<string, { tenantId: string; n: number }>();
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
+  /** Lines handed to the store and not yet written: they count against the bound too. */
+  private inFlight = 0;
   /** Secret values per function id, for redaction. */
   private readonly secrets = new Map<string, string[]>();
 
@@ -34,7 +36,7 @@ export class LogSink {
         `isola: ${new Date(row.ts).toISOString()} ${row.functionId} ${row.requestId ?? '-'} ${line}\n`,
       );
     }
-    if (this.pending.length >= MAX_PENDING_LINES) {
+    if (this.pending.length + this.inFlight >= MAX_PENDING_LINES) {
       const d = this.dropped.get(row.functionId) ?? { tenantId: row.tenantId, n: 0 };
       d.n++;
       this.dropped.set(row.functionId, d);
@@ -67,10 +69,16 @@ export class LogSink {
     }
     this.dropped.clear();
     if (rows.length === 0) return this.flushing;
+    this.inFlight += rows.length;
     this.flushing = this.flushing.then(() =>
-      this.store.appendLogs(rows).catch((err: unknown) => {
-        process.stderr.write(`isola: storing ${rows.length} log lines failed: ${String(err)}\n`);
-      }),
+      this.store
+        .appendLogs(rows)
+        .catch((err: unknown) => {
+          process.stderr.write(`isola: storing ${rows.length} log lines failed: ${String(err)}\n`);
+        })
+        .finally(() => {
+          this.inFlight -= rows.length;
+        }),
     );
     return this.flushing;
   }
