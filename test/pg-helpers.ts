@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { freePort } from '../src/util/ports.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -89,17 +90,6 @@ async function postgresIds(): Promise<{ uid: number; gid: number }> {
   const uid = Number((await execFileAsync('id', ['-u', 'postgres'])).stdout.trim());
   const gid = Number((await execFileAsync('id', ['-g', 'postgres'])).stdout.trim());
   return { uid, gid };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 function logTail(file: string): string {

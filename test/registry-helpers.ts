@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { type TarEntryInput, tarBuffer } from '../src/image/tar-write.js';
+import { freePort } from '../src/util/ports.js';
 
 // ---------------------------------------------------------------------------------------------
 // Registry
@@ -110,17 +111,7 @@ async function killAndWait(child: ChildProcess, graceMs = 5000): Promise<void> {
   });
 }
 
-/** A loopback port that was free a moment ago (listen on 0, read the port, close). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = http.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 function listen(server: http.Server): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -75,20 +75,16 @@ export async function serveFunctionHttp(
     body: body.length === 0 ? null : isText ? body.toString('utf8') : body.toString('base64'),
     isBase64Encoded: body.length > 0 && !isText,
   };
-  const r = await platform.withInstance(tenant, fn, version, requestId, (lease) =>
-    lease.instance.invoke(Buffer.from(JSON.stringify(event)), requestId, timeoutMs),
+  const r = await platform.invokeVersion(
+    tenant,
+    fn,
+    version,
+    Buffer.from(JSON.stringify(event)),
+    requestId,
   );
-  const o = r.value;
+  const o = r.outcome;
   const hdrs = {
-    ...startHeaders({
-      requestId,
-      functionName: fn.name,
-      version: version.version,
-      startKind: r.lease.startKind,
-      startMs: r.lease.startMs,
-      durationMs: r.durationMs,
-      outcome: o,
-    }),
+    ...startHeaders(r),
     'x-isola-request-id': requestId,
   };
   if (o.status !== 'ok') {

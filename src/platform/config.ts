@@ -91,6 +91,7 @@ export function applyConfig(base: FunctionConfig, patch: ConfigPatch): FunctionC
   return out;
 }
 
-function stripUndefined<T extends object>(o: T): Partial<T> {
+/** The entries whose value is not undefined (for spreads under exactOptionalPropertyTypes). */
+export function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -14,7 +14,13 @@ import { pullImage } from '../image/pull.js';
 import { ensureRootfsImage, mkfsFromDir } from '../image/rootfs.js';
 import { type ImageRecord, ImageStore } from '../image/store/store.js';
 import { prepareBundle } from './bundle/bundle.js';
-import { type ConfigPatch, FUNCTION_DEFAULTS, TENANT_DEFAULTS, applyConfig } from './config.js';
+import {
+  type ConfigPatch,
+  FUNCTION_DEFAULTS,
+  TENANT_DEFAULTS,
+  applyConfig,
+  stripUndefined,
+} from './config.js';
 import { Instance, type InvokeOutcome } from './instance.js';
 import { newKey, parseKey, secretMatches } from './keys.js';
 import { LogSink } from './logs.js';
@@ -109,26 +115,13 @@ export class Platform {
       tenantMemoryMiB: (tenantId) =>
         this.tenantCache.get(tenantId)?.maxMemoryMiB ?? TENANT_DEFAULTS.maxMemoryMiB,
       events: {
-        onStart: (spec, inst) => {
-          this.logs.write({
-            tenantId: spec.tenantId,
-            functionId: spec.functionId,
-            requestId: null,
-            ts: Date.now(),
-            stream: 'system',
-            line: `instance ${inst.id} (version ${spec.version}) started in ${Math.round(inst.startMs)} ms`,
-          });
-        },
-        onStop: (spec, inst, why) => {
-          this.logs.write({
-            tenantId: spec.tenantId,
-            functionId: spec.functionId,
-            requestId: null,
-            ts: Date.now(),
-            stream: 'system',
-            line: `instance ${inst.id} (version ${spec.version}) stopped: ${why}`,
-          });
-        },
+        onStart: (spec, inst) =>
+          this.systemLine(
+            spec,
+            `instance ${inst.id} (version ${spec.version}) started in ${Math.round(inst.startMs)} ms`,
+          ),
+        onStop: (spec, inst, why) =>
+          this.systemLine(spec, `instance ${inst.id} (version ${spec.version}) stopped: ${why}`),
       },
     });
     this.metrics.add(
@@ -159,11 +152,7 @@ export class Platform {
     for (const t of await p.store.listTenants()) {
       p.tenantCache.set(t.id, t);
       // Warm pools come back after a restart (in the background: starting may take a while).
-      for (const f of await p.store.listFunctions(t.id)) {
-        p.prewarm(f).catch((err: unknown) =>
-          process.stderr.write(`isola: warm pool of ${f.name}: ${String(err)}\n`),
-        );
-      }
+      for (const f of await p.store.listFunctions(t.id)) p.prewarmSoon(f);
     }
     return p;
   }
@@ -185,6 +174,22 @@ export class Platform {
     writeFileSync(`${file}.tmp`, `${k.text}\n`, { mode: 0o600 });
     renameSync(`${file}.tmp`, file);
     return k.text;
+  }
+
+  /** A platform event in the function's log (and the server's output). */
+  private systemLine(
+    spec: { tenantId: string; functionId: string },
+    line: string,
+    requestId: string | null = null,
+  ): void {
+    this.logs.write({
+      tenantId: spec.tenantId,
+      functionId: spec.functionId,
+      requestId,
+      ts: Date.now(),
+      stream: 'system',
+      line,
+    });
   }
 
   // --- auth -------------------------------------------------------------------------------
@@ -240,7 +245,7 @@ export class Platform {
       name,
       createdAt: Date.now(),
       ...TENANT_DEFAULTS,
-      ...stripUndef(limits),
+      ...stripUndefined(limits),
     };
     await this.store.createTenant(t);
     this.tenantCache.set(t.id, t);
@@ -250,7 +255,7 @@ export class Platform {
   async updateTenant(name: string, limits: Partial<TenantLimits>): Promise<Tenant> {
     const t = await this.store.getTenantByName(name);
     if (!t) throw notFound('tenant', name);
-    const u = await this.store.updateTenantLimits(t.id, stripUndef(limits));
+    const u = await this.store.updateTenantLimits(t.id, stripUndefined(limits));
     if (!u) throw notFound('tenant', name);
     this.tenantCache.set(u.id, u);
     return u;
@@ -487,11 +492,22 @@ export class Platform {
     this.prewarmSoon(f);
   }
 
-  private async secretValues(f: FunctionRecord): Promise<Record<string, string>> {
-    const out: Record<string, string> = {};
-    for (const s of await this.store.listSecrets(f.id))
-      out[s.name] = this.box.open(s.ciphertext, `${f.id}/${s.name}`);
-    return out;
+  /**
+   * What the pool needs to start an instance of a group: the version and its environment with
+   * the secrets decrypted. Once per group: the key names the version (immutable) and the
+   * secrets revision, so warm invocations skip the secret reads and decryption.
+   */
+  private async prepareGroup(
+    fn: FunctionRecord,
+    version: VersionRecord,
+    spec: GroupSpec,
+  ): Promise<void> {
+    if (this.pendingCreate.has(spec.key)) return;
+    const secrets: Record<string, string> = {};
+    for (const s of await this.store.listSecrets(fn.id))
+      secrets[s.name] = this.box.open(s.ciphertext, `${fn.id}/${s.name}`);
+    this.logs.setSecrets(fn.id, Object.values(secrets));
+    this.pendingCreate.set(spec.key, { fn, version, env: { ...version.config.env, ...secrets } });
   }
 
   // --- invocation -------------------------------------------------------------------------
@@ -549,13 +565,7 @@ export class Platform {
       const spec = this.groupSpec(f, v);
       keep.add(spec.key);
       if (spec.minInstances > 0) {
-        const secrets = await this.secretValues(f);
-        this.logs.setSecrets(f.id, Object.values(secrets));
-        this.pendingCreate.set(spec.key, {
-          fn: f,
-          version: v,
-          env: { ...v.config.env, ...secrets },
-        });
+        await this.prepareGroup(f, v, spec);
         this.pool.prewarm(spec);
       }
     }
@@ -641,13 +651,7 @@ export class Platform {
     const work = (async () => {
       try {
         const spec = this.groupSpec(fn, version);
-        const secrets = await this.secretValues(fn);
-        this.logs.setSecrets(fn.id, Object.values(secrets));
-        this.pendingCreate.set(spec.key, {
-          fn,
-          version,
-          env: { ...version.config.env, ...secrets },
-        });
+        await this.prepareGroup(fn, version, spec);
         let lease: Lease;
         try {
           lease = await this.pool.acquire(
@@ -657,14 +661,7 @@ export class Platform {
         } catch (err) {
           const e = toIsolaError(err);
           if (e.code === 'E_THROTTLED') this.m.throttled.inc({ reason: 'function_limit' });
-          this.logs.write({
-            tenantId: fn.tenantId,
-            functionId: fn.id,
-            requestId,
-            ts: Date.now(),
-            stream: 'system',
-            line: `no instance: ${e.code} ${e.message}`,
-          });
+          this.systemLine(spec, `no instance: ${e.code} ${e.message}`, requestId);
           throw e;
         }
         this.m.starts.inc({ kind: lease.startKind });
@@ -743,6 +740,17 @@ export class Platform {
     requestId: string,
   ): Promise<InvokeResult> {
     const { fn, version } = await this.resolveTarget(tenant, target);
+    return this.invokeVersion(tenant, fn, version, event, requestId);
+  }
+
+  /** One invocation of a resolved version with a JSON event (API invoke and HTTP routing). */
+  async invokeVersion(
+    tenant: Tenant,
+    fn: FunctionRecord,
+    version: VersionRecord,
+    event: Buffer,
+    requestId: string,
+  ): Promise<InvokeResult> {
     const timeoutMs = version.config.timeoutS * 1000;
     const r = await this.withInstance(tenant, fn, version, requestId, (lease) =>
       lease.instance.invoke(event, requestId, timeoutMs),
@@ -795,10 +803,6 @@ function applyCfg(base: Parameters<typeof applyConfig>[0], patch: ConfigPatch) {
   } catch (err) {
     throw new IsolaError('E_INVALID_ARGUMENT', (err as Error).message);
   }
-}
-
-function stripUndef<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 export { checkRuntime };

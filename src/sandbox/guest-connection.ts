@@ -18,11 +18,6 @@ export interface ConnTransport {
   unregisterConn(connId: number): void;
 }
 
-const DEBUG = process.env.ISOLA_DEBUG_CONN === '1';
-const dbg = (m: string) => {
-  if (DEBUG) process.stderr.write(`[conn] ${m}\n`);
-};
-
 export class GuestConnection extends Duplex {
   private connId: number | null = null;
   private readonly opened: Promise<number>;
@@ -51,17 +46,12 @@ export class GuestConnection extends Duplex {
 
   // Called by the agent client for connection events.
   onData(body: Buffer): void {
-    dbg(
-      `${this.connId} data ${body.length} destroyed=${this.destroyed} flowing=${this.readableFlowing}`,
-    );
     if (!this.destroyed) this.push(body);
   }
   onEnd(): void {
-    dbg(`${this.connId} end`);
     if (!this.destroyed) this.push(null);
   }
   onClosed(error?: string): void {
-    dbg(`${this.connId} closed ${error ?? ''}`);
     this.remoteClosed = true;
     if (this.connId !== null) this.transport.unregisterConn(this.connId);
     if (this.destroyed) return;
@@ -110,7 +100,6 @@ export class GuestConnection extends Duplex {
 
   private async send(data: Buffer, eof: boolean): Promise<void> {
     const connId = await this.opened;
-    dbg(`${connId} send ${data.length} eof=${eof}`);
     if (data.length === 0 && !eof) return; // an empty write carries nothing to the guest
     if (data.length === 0) {
       await this.transport.request({ op: 'send', connId, eof });
