@@ -31,6 +31,21 @@ export const ERROR_CODES = {
     doc: 'The operation is not legal in the sandbox lifecycle state.',
   },
   E_SANDBOX_NOT_FOUND: { exit: 4, http: 404, doc: 'No sandbox with that id.' },
+  E_SNAPSHOT: {
+    exit: 4,
+    http: 500,
+    doc: 'Taking a snapshot failed, or a snapshot folder is missing or damaged.',
+  },
+  E_SNAPSHOT_STALE: {
+    exit: 4,
+    http: 409,
+    doc: 'The snapshot was made from other guest assets, agent, QEMU or accelerator; it is never restored.',
+  },
+  E_RESTORE: {
+    exit: 4,
+    http: 500,
+    doc: 'Restoring a sandbox from a snapshot failed (the VMM did not load the state or the guest did not answer).',
+  },
   E_CGROUP: { exit: 4, http: 500, doc: 'Creating or configuring the sandbox cgroup failed.' },
   E_AGENT_DISCONNECTED: {
     exit: 4,

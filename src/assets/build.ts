@@ -141,6 +141,7 @@ interface Inputs {
   guestInit: string;
   postBoot: string;
   cinit: string;
+  guestctl: string;
 }
 
 function collectInputs(debDir: string): Inputs {
@@ -157,6 +158,7 @@ function collectInputs(debDir: string): Inputs {
     guestInit: path.join(REPO_ROOT, 'guest-assets/guest-init.sh'),
     postBoot: path.join(REPO_ROOT, 'guest-assets/post-boot.sh'),
     cinit: path.join(REPO_ROOT, 'guest-assets/cinit.c'),
+    guestctl: path.join(REPO_ROOT, 'guest-assets/guestctl.c'),
   };
 }
 
@@ -175,6 +177,7 @@ function inputsDigest(inp: Inputs): string {
     inp.guestInit,
     inp.postBoot,
     inp.cinit,
+    inp.guestctl,
   ]) {
     h.update(
       `${path.relative(REPO_ROOT, f).startsWith('..') ? f : path.relative(REPO_ROOT, f)} ${sha256File(f)}\n`,
@@ -310,6 +313,16 @@ function stageRootfs(stage: string, inp: Inputs, guestInit: string, kernelModDir
     '-o',
     path.join(stage, 'opt/isola/cinit'),
     inp.cinit,
+  ]);
+  // Clock, hostname, entropy and block-cache calls the agent makes after a restore.
+  run('gcc', [
+    '-static',
+    '-Os',
+    '-Wall',
+    '-Wextra',
+    '-o',
+    path.join(stage, 'opt/isola/guestctl'),
+    inp.guestctl,
   ]);
   mk('lib/modules/isola');
   for (const m of EXTRA_MODULES)

@@ -125,6 +125,11 @@ export const fn = z.object({
   aliases: z.array(alias),
   config: functionConfig.nullable(),
   secrets: z.array(z.string()),
+  /**
+   * The latest version's start snapshot: ready (instances restore from it), building, failed
+   * (instances boot), none (image functions, no version), off (snapshots disabled).
+   */
+  snapshot: z.enum(['ready', 'building', 'failed', 'none', 'off']),
 });
 
 export const deployResult = z.object({ function: z.string(), version });

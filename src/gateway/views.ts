@@ -59,6 +59,7 @@ export async function functionView(ctx: Ctx, f: FunctionRecord) {
     aliases: aliases.map(aliasView),
     config: latest?.config ?? null,
     secrets: secrets.map((s) => s.name),
+    snapshot: latest ? ctx.platform.snapshotState(f, latest) : 'none',
   };
 }
 

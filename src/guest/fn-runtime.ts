@@ -19,6 +19,7 @@ import {
   encodeOutputLine,
   encodeRuntimeFrame,
 } from '../protocol/function.js';
+import { bypassEntropyCaches, reseedMathRandom } from './clone-random.js';
 import { openPort, portWriter, readPort } from './port.js';
 
 type Handler = (event: unknown, context: Record<string, unknown>) => unknown;
@@ -167,6 +168,8 @@ function serve(): void {
         );
       } else if (req.t === 'invoke') {
         void invoke(req, body, send);
+      } else if (req.t === 'restore') {
+        reseedMathRandom(Buffer.from(req.seed, 'hex'));
       }
     }
   });
@@ -178,6 +181,8 @@ process.on('unhandledRejection', (err) => {
 });
 
 async function main(): Promise<void> {
+  // Before the handler loads: nothing it draws at init may be cached into a snapshot.
+  bypassEntropyCaches();
   try {
     handler = await loadHandler();
   } catch (err) {

@@ -30,7 +30,7 @@ function main(): void {
   const agent = new Agent({
     write,
     // Inside the VM the agent has -1000; what it starts gets the kernel's default back.
-    ...(stdio ? {} : { childOomScoreAdj: 0 }),
+    ...(stdio ? {} : { childOomScoreAdj: 0, startGuestctl: true }),
     onShutdown: () => {
       agent.killAll();
       if (stdio) process.exit(0);

@@ -8,6 +8,7 @@
 // marks itself broken when its process died or an invocation ran past its timeout (a handler
 // that never returns cannot be cancelled; the VM is replaced, as AWS Lambda does).
 
+import { randomBytes, randomInt } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -34,7 +35,8 @@ import {
 } from '../protocol/function.js';
 import type { ExitStatus } from '../protocol/messages.js';
 import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
-import type { Sandbox, SandboxProcess } from '../sandbox/sandbox.js';
+import type { ExecRequest, Sandbox, SandboxProcess } from '../sandbox/sandbox.js';
+import type { Clone } from './snapshots.js';
 import type { FunctionConfig, InvocationStatus, LogStream, Runtime } from './store/types.js';
 
 /** Time the function process gets, after boot, to load and answer (Node start under TCG ~1 s). */
@@ -74,6 +76,11 @@ export interface InstanceSpec {
   onOutput: (e: OutputEvent) => void;
   /** Called once when the instance can no longer serve (process died, timeout, VM gone). */
   onBroken?: (why: string) => void;
+  /**
+   * Node.js: a clone of the function's snapshot (snapshots.ts) instead of a boot. When it
+   * fails the instance boots, and says why in the function's log.
+   */
+  restore?: () => Promise<Clone>;
 }
 
 export interface InvokeOutcome {
@@ -110,6 +117,10 @@ export type InstanceState = 'starting' | 'ready' | 'broken' | 'destroyed';
 
 export class Instance {
   state: InstanceState = 'starting';
+  /** How it came up: restored from a snapshot, or booted (also when a snapshot was built). */
+  startKind: 'booted' | 'restored' = 'booted';
+  /** Steps of the start (ms), for the invocation record and the log. */
+  startSteps: Record<string, number> = {};
   inflight = 0;
   lastUsed = Date.now();
   /** Boot + load time (ms), set when ready. */
@@ -146,6 +157,12 @@ export class Instance {
     const { spec } = this;
     mkdirSync(spec.workDir, { recursive: true, mode: 0o700 });
     try {
+      if (spec.restore && (await this.startRestored())) {
+        this.startMs = performance.now() - t0;
+        this.startSteps.totalMs = this.startMs;
+        if (this.state === 'starting') this.state = 'ready';
+        return;
+      }
       const drives =
         spec.runtime === 'image'
           ? [await this.imageDrive()]
@@ -163,6 +180,13 @@ export class Instance {
       if (spec.runtime === 'image') this.agent = new GuestHttpAgent(this.sandbox, IMAGE_PORT);
       await this.waitServing();
       this.startMs = performance.now() - t0;
+      const boot = this.sandbox.boot;
+      this.startSteps = {
+        bootMs: boot?.totalMs ?? 0,
+        bootRetries: boot?.retries ?? 0,
+        loadMs: this.startMs - (boot?.wallMs ?? 0),
+        totalMs: this.startMs,
+      };
       if (this.state === 'starting') this.state = 'ready';
     } catch (err) {
       await this.destroy();
@@ -172,6 +196,45 @@ export class Instance {
         cause: e,
       });
     }
+  }
+
+  /**
+   * Start from the function's snapshot: the runtime is already running in the clone with the
+   * handler loaded. Its stale replies from before the snapshot carry ids this side never uses
+   * (a random first id); the first frame reseeds what cannot reseed itself. False: not possible
+   * (the snapshot could not be built or restored); the caller boots instead.
+   */
+  private async startRestored(): Promise<boolean> {
+    let clone: Clone;
+    try {
+      clone = await this.spec.restore!();
+    } catch (err) {
+      this.spec.onOutput({
+        requestId: null,
+        stream: 'system',
+        line: `no snapshot start (${toIsolaError(err).message}); booting`,
+      });
+      return false;
+    }
+    this.sandbox = clone.sandbox;
+    if (this.state === 'destroyed') throw new IsolaError('E_SHUTTING_DOWN', 'destroyed');
+    const { execId, pid } = clone.meta.extra as { execId: number; pid: number };
+    this.proc = clone.sandbox.attach(execId, pid, this.outputIo());
+    this.watchExit();
+    const rt = new RuntimeChannel(await clone.sandbox.functionChannel(), randomInt(1, 2 ** 30));
+    rt.notify({ t: 'restore', seed: randomBytes(32).toString('hex') });
+    this.rt = rt;
+    this.startKind = clone.built ? 'booted' : 'restored';
+    const r = clone.sandbox.restore;
+    this.startSteps = {
+      prespawned: r?.prespawned ? 1 : 0,
+      spawnMs: r?.spawnMs ?? 0,
+      loadMs: r?.loadMs ?? 0,
+      resumeMs: r?.resumeMs ?? 0,
+      identityMs: r?.identityMs ?? 0,
+      restoreMs: r?.totalMs ?? 0,
+    };
+    return true;
   }
 
   private async imageDrive(): Promise<{ path: string; readonly: boolean; format: 'qcow2' }> {
@@ -191,28 +254,8 @@ export class Instance {
   }
 
   private async startNode(): Promise<void> {
-    const { spec } = this;
     await this.must(['mount', '-t', 'ext4', '-o', 'ro', '/dev/vdb', TASK_DIR]);
-    this.proc = await this.sandbox!.exec(
-      {
-        argv: [
-          '/usr/bin/node',
-          `--max-old-space-size=${heapLimitMiB(spec.config.memoryMiB)}`,
-          RUNTIME_SCRIPT,
-        ],
-        cwd: TASK_DIR,
-        env: {
-          ...spec.env,
-          NODE_ENV: spec.env.NODE_ENV ?? 'production',
-          ISOLA_FN_DIR: TASK_DIR,
-          ISOLA_FN_HANDLER: spec.bundle!.handler,
-          ISOLA_FN_NAME: spec.functionName,
-          ISOLA_FN_VERSION: String(spec.version),
-          ISOLA_FN_MEMORY_MIB: String(spec.config.memoryMiB),
-        },
-      },
-      this.outputIo(),
-    );
+    this.proc = await this.sandbox!.exec(nodeRuntimeExec(this.spec), this.outputIo());
     this.watchExit();
   }
 
@@ -654,6 +697,29 @@ function imageOutcome(res: { status: number; headers: http.IncomingHttpHeaders; 
   };
 }
 
+/** How the Node.js runtime is started in the guest (by an instance, or a snapshot template). */
+export function nodeRuntimeExec(
+  spec: Pick<InstanceSpec, 'env' | 'config' | 'bundle' | 'functionName' | 'version'>,
+): ExecRequest {
+  return {
+    argv: [
+      '/usr/bin/node',
+      `--max-old-space-size=${heapLimitMiB(spec.config.memoryMiB)}`,
+      RUNTIME_SCRIPT,
+    ],
+    cwd: TASK_DIR,
+    env: {
+      ...spec.env,
+      NODE_ENV: spec.env.NODE_ENV ?? 'production',
+      ISOLA_FN_DIR: TASK_DIR,
+      ISOLA_FN_HANDLER: spec.bundle!.handler,
+      ISOLA_FN_NAME: spec.functionName,
+      ISOLA_FN_VERSION: String(spec.version),
+      ISOLA_FN_MEMORY_MIB: String(spec.config.memoryMiB),
+    },
+  };
+}
+
 export function describeExit(s: ExitStatus): string {
   return s.signal ? `killed by ${s.signal}` : `exit code ${s.exitCode}`;
 }
@@ -663,16 +729,21 @@ function lastLines(text: string, n = 5): string {
 }
 
 /** Invocations multiplexed on one connection to the in-guest runtime (protocol/function.ts). */
-class RuntimeChannel {
+export class RuntimeChannel {
   private readonly decoder = new RuntimeFrameDecoder();
   private readonly pending = new Map<
     number,
     { resolve: (r: { header: RuntimeReply; body: Buffer }) => void; reject: (e: Error) => void }
   >();
-  private nextId = 1;
+  private nextId: number;
   private closedWith: Error | null = null;
 
-  constructor(private readonly conn: Duplex) {
+  /** `firstId`: a restored runtime may resend replies from before its snapshot (ids from 1). */
+  constructor(
+    private readonly conn: Duplex,
+    firstId = 1,
+  ) {
+    this.nextId = firstId;
     conn.on('data', (chunk: Buffer) => {
       let frames: ReturnType<RuntimeFrameDecoder['push']>;
       try {
@@ -732,6 +803,11 @@ class RuntimeChannel {
       });
       this.conn.write(encodeRuntimeFrame({ ...req, id }, body));
     });
+  }
+
+  /** A frame that has no reply. */
+  notify(req: { t: 'restore'; seed: string }): void {
+    if (!this.closedWith) this.conn.write(encodeRuntimeFrame({ ...req, id: 0 }));
   }
 
   close(): void {

@@ -22,6 +22,7 @@ import {
   stripUndefined,
 } from './config.js';
 import { Instance, type InvokeOutcome } from './instance.js';
+import { DEFAULT_SNAPSHOT_POLICY, type FunctionImage, SnapshotManager } from './snapshots.js';
 import { newKey, parseKey, secretMatches } from './keys.js';
 import { LogSink } from './logs.js';
 import { Counter, Gauge, Histogram, Registry } from './metrics.js';
@@ -58,6 +59,11 @@ export interface PlatformOptions {
   imageStoreDir: string;
   /** Registries reached over plain http besides loopback (image deploys pull from them). */
   insecureRegistries?: string[];
+  /**
+   * Start Node.js instances from snapshots (snapshots.ts); default on, ISOLA_SNAPSHOTS=0 turns
+   * it off (every start boots).
+   */
+  snapshots?: boolean;
 }
 
 export interface InvokeResult {
@@ -106,8 +112,17 @@ export class Platform {
     ),
   };
 
+  /** Null when snapshots are off. */
+  readonly snapshots: SnapshotManager | null;
+
   private constructor(private readonly opts: PlatformOptions) {
     this.store = opts.store;
+    this.snapshots =
+      (opts.snapshots ?? process.env.ISOLA_SNAPSHOTS !== '0')
+        ? new SnapshotManager(path.join(opts.dataDir, 'snapshots'), DEFAULT_SNAPSHOT_POLICY, (l) =>
+            process.stderr.write(`isola: ${l}\n`),
+          )
+        : null;
     this.box = SecretBox.load(opts.dataDir);
     this.logs = new LogSink(this.store);
     this.pool = new Pool({
@@ -149,6 +164,10 @@ export class Platform {
         rmSync(path.join(opts.dataDir, d, e), { recursive: true, force: true });
     }
     const p = new Platform(opts);
+    // Snapshots of other guest builds, half-built ones and those of old versions go.
+    await p.snapshots?.gc().catch((err: unknown) =>
+      process.stderr.write(`isola: snapshot clean-up: ${String(err)}\n`),
+    );
     for (const t of await p.store.listTenants()) {
       p.tenantCache.set(t.id, t);
       // Warm pools come back after a restart (in the background: starting may take a while).
@@ -265,6 +284,7 @@ export class Platform {
     const t = await this.store.getTenantByName(name);
     if (!t) throw notFound('tenant', name);
     await this.pool.drain((s) => s.tenantId === t.id);
+    await this.snapshots?.retire((k) => k.tenantId === t.id);
     await this.store.deleteTenant(t.id);
     this.tenantCache.delete(t.id);
   }
@@ -322,6 +342,7 @@ export class Platform {
   async deleteFunction(tenant: Tenant, name: string): Promise<void> {
     const f = await this.getFunction(tenant, name);
     await this.pool.drain((s) => s.functionId === f.id);
+    await this.snapshots?.retire((k) => k.functionId === f.id);
     await this.store.deleteFunction(f.id);
   }
 
@@ -564,12 +585,15 @@ export class Platform {
       if (!v) continue;
       const spec = this.groupSpec(f, v);
       keep.add(spec.key);
-      if (spec.minInstances > 0) {
-        await this.prepareGroup(f, v, spec);
-        this.pool.prewarm(spec);
-      }
+      await this.prepareGroup(f, v, spec);
+      // The snapshot is made ahead of the first start (as SnapStart does when a version is
+      // published); the warm pool, if any, then starts from it.
+      const image = this.functionImage(spec);
+      if (image) this.snapshots?.prepare(image);
+      if (spec.minInstances > 0) this.pool.prewarm(spec);
     }
     this.pool.retire(f.id, keep);
+    await this.snapshots?.retire((k) => k.functionId === f.id && !keep.has(k.key));
   }
 
   /** prewarm() in the background; a failure is the operator's to see, not the caller's. */
@@ -585,12 +609,42 @@ export class Platform {
     { fn: FunctionRecord; version: VersionRecord; env: Record<string, string> }
   >();
 
+  /** What a Node.js version's snapshot is made of (null: an image function, or no context). */
+  private functionImage(spec: GroupSpec): FunctionImage | null {
+    const ctx = this.pendingCreate.get(spec.key);
+    const src = ctx?.version.source;
+    if (!ctx || src?.kind !== 'bundle') return null;
+    const { fn, version, env } = ctx;
+    return {
+      group: { key: spec.key, tenantId: fn.tenantId, functionId: fn.id },
+      functionName: fn.name,
+      version: version.version,
+      config: version.config,
+      env,
+      bundle: {
+        image: this.bundleImage(src.digest.replace(/^sha256:/, '')),
+        handler: src.handler,
+      },
+    };
+  }
+
+  /** Whether a version's snapshot is ready (for the API). */
+  snapshotState(
+    fn: FunctionRecord,
+    version: VersionRecord,
+  ): 'ready' | 'building' | 'failed' | 'none' | 'off' {
+    if (!this.snapshots) return 'off';
+    if (version.source.kind !== 'bundle') return 'none';
+    return this.snapshots.status(this.groupSpec(fn, version).key);
+  }
+
   private createInstance(spec: GroupSpec): Instance {
     const ctx = this.pendingCreate.get(spec.key);
     if (!ctx) throw new IsolaError('E_INTERNAL', `no context for instance group ${spec.key}`);
     const { fn, version, env } = ctx;
     const id = `i_${randomBytes(6).toString('hex')}`;
     const src = version.source;
+    const image = this.functionImage(spec);
     const onOutput = (e: {
       requestId: string | null;
       stream: 'stdout' | 'stderr' | 'system';
@@ -626,6 +680,7 @@ export class Platform {
           }),
       workDir: path.join(this.opts.dataDir, 'instances', id),
       onOutput,
+      ...(this.snapshots && image ? { restore: () => this.snapshots!.clone(image) } : {}),
     });
   }
 
@@ -774,6 +829,7 @@ export class Platform {
     const all = Promise.allSettled([...this.active]);
     await Promise.race([all, new Promise((r) => setTimeout(r, graceMs).unref())]);
     await this.pool.close();
+    await this.snapshots?.close();
     await this.logs.flush();
     await this.store.close();
     this.images?.close?.();

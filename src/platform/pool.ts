@@ -288,7 +288,7 @@ export class Pool {
     }
     return {
       instance: m.instance,
-      startKind: queuedMs > 0 && m.started ? 'warm' : 'booted',
+      startKind: queuedMs > 0 && m.started ? 'warm' : m.instance.startKind,
       startMs: performance.now() - t0,
       queuedMs,
     };
@@ -308,7 +308,7 @@ export class Pool {
         w.resolve({ instance: m.instance, startKind: 'warm', startMs: queuedMs, queuedMs });
       } else {
         this.awaitStart(m, w.t0, queuedMs).then(
-          (l) => w.resolve({ ...l, startKind: 'booted' }),
+          (l) => w.resolve({ ...l, startKind: m.instance.startKind }),
           w.reject,
         );
       }

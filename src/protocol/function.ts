@@ -28,7 +28,10 @@ export interface HandlerError {
 
 export type RuntimeRequest =
   | { t: 'health'; id: number }
-  | { t: 'invoke'; id: number; requestId: string; deadline: number };
+  | { t: 'invoke'; id: number; requestId: string; deadline: number }
+  // First frame to a runtime restored from a snapshot (no reply): fresh seed (hex) for what
+  // cannot reseed itself (guest/clone-random.ts).
+  | { t: 'restore'; id: number; seed: string };
 
 export type RuntimeReply =
   | { t: 'health'; id: number; ready: boolean; error?: HandlerError }

@@ -11,11 +11,11 @@
 
 import { FRAME_BODY_CHUNK } from './frame.js';
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** Name of the virtio-serial port the host creates and the agent looks for. */
 export const AGENT_PORT_NAME = 'isola.agent';
 /** Version of the agent program; part of the guest image digest, reported by `info`. */
-export const AGENT_VERSION = '0.2.0';
+export const AGENT_VERSION = '0.3.0';
 
 export type Signal =
   | 'SIGTERM'
@@ -65,7 +65,10 @@ export type Request =
   // back, `end` says the guest side half-closed, `closed` that the connection is gone.
   | { id: number; op: 'connect'; port: number }
   | { id: number; op: 'send'; connId: number; eof?: boolean } // body = bytes
-  | { id: number; op: 'close'; connId: number };
+  | { id: number; op: 'close'; connId: number }
+  // After a restore from a snapshot: the clone's own identity. The wall clock (epoch ms), the
+  // hostname, and fresh entropy (hex) mixed into the guest kernel's pool with a CRNG reseed.
+  | { id: number; op: 'identity'; hostname: string; timeMs: number; entropy: string };
 
 export type Op = Request['op'];
 export const OPS: readonly Op[] = [
@@ -81,6 +84,7 @@ export const OPS: readonly Op[] = [
   'connect',
   'send',
   'close',
+  'identity',
 ];
 
 export interface GuestInfo {
@@ -146,6 +150,7 @@ const ALLOWED: Record<Op, readonly string[]> = {
   connect: ['port'],
   send: ['connId', 'eof'],
   close: ['connId'],
+  identity: ['hostname', 'timeMs', 'entropy'],
 };
 
 /**
@@ -224,6 +229,13 @@ export function parseRequest(
       break;
     case 'wait':
       if (!isInt(v.execId)) return bad('wait.execId must be an integer');
+      break;
+    case 'identity':
+      if (!isStr(v.hostname, 63) || !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i.test(v.hostname))
+        return bad('identity.hostname must be a hostname label');
+      if (!isInt(v.timeMs, 1)) return bad('identity.timeMs must be a positive integer');
+      if (!isStr(v.entropy, 1024) || !/^([0-9a-f]{2}){16,512}$/.test(v.entropy))
+        return bad('identity.entropy must be 16 to 512 bytes of lowercase hex');
       break;
     case 'readFile':
       if (!isStr(v.path, 4096) || !v.path.startsWith('/'))

@@ -112,6 +112,11 @@ export class AgentClient extends EventEmitter implements ConnTransport {
     return { version: r.version, agentVersion: r.agentVersion };
   }
 
+  /** Give a restored clone its own identity: clock, hostname, fresh kernel entropy. */
+  async identity(hostname: string, timeMs: number, entropy: Buffer): Promise<void> {
+    await this.request({ op: 'identity', hostname, timeMs, entropy: entropy.toString('hex') });
+  }
+
   async info(): Promise<GuestInfo> {
     return (await this.request({ op: 'info' })).result as GuestInfo;
   }
@@ -119,6 +124,14 @@ export class AgentClient extends EventEmitter implements ConnTransport {
   async exec(args: ExecArgs, io: ExecIo = {}): Promise<ExecHandle> {
     const { result } = await this.request({ op: 'exec', ...args });
     const { execId, pid } = result as { execId: number; pid: number };
+    return this.attach(execId, pid, io);
+  }
+
+  /**
+   * A handle on a process the agent already runs (one started before a snapshot, in a clone
+   * restored from it): its output and exit events from now on go to `io` and `exited`.
+   */
+  attach(execId: number, pid: number, io: ExecIo = {}): ExecHandle {
     let resolveExit!: (s: ExitStatus) => void;
     let rejectExit!: (e: Error) => void;
     const exited = new Promise<ExitStatus>((res, rej) => {

@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { ExitStatus, GuestInfo, Signal } from '../protocol/messages.js';
 import type { ExecIo } from './agent-client.js';
 import type { SandboxState } from './lifecycle.js';
+import type { SnapshotMeta } from './snapshot.js';
 import type { SandboxSpecInput } from './spec.js';
 
 export interface ExecRequest {
@@ -50,6 +51,22 @@ export interface BootReport {
   hangs: Array<{ attempt: number; stage: string; consoleTail: string[] }>;
 }
 
+/** How a restored sandbox came up (Sandbox.restore), step by step. */
+export interface RestoreReport {
+  /** The VMM was pre-spawned (prepare()) before start(): no process start on the path. */
+  prespawned: boolean;
+  /** Spawning QEMU and connecting to it (0 when pre-spawned). */
+  spawnMs: number;
+  /** Loading the device state (the RAM is mapped, not copied). */
+  loadMs: number;
+  /** CPUs released until the agent answered the handshake. */
+  resumeMs: number;
+  /** Clock, hostname and entropy set in the guest. */
+  identityMs: number;
+  /** start() call until running. */
+  totalMs: number;
+}
+
 /** What a driver can do; later issues add snapshot/restore and networking behind these flags. */
 export interface SandboxCapabilities {
   ownKernel: boolean;
@@ -66,8 +83,22 @@ export interface Sandbox {
   readonly boot: BootReport | null;
   /** Host pid of the VMM process while it runs. */
   readonly vmmPid: number | null;
+  /** Set once start() restored the sandbox from a snapshot (driver.fromSnapshot). */
+  readonly restore: RestoreReport | null;
+  /**
+   * A sandbox made by driver.fromSnapshot: start the VMM now, waiting for its state, so that
+   * start() pays only the restore. Optional; start() does it when it was not done.
+   */
+  prepare(): Promise<void>;
   start(): Promise<void>;
+  /**
+   * Save the running guest into `dir` (which must hold spec.memoryFile: the RAM stays there) with
+   * `extra` recorded beside it, then end the sandbox: its memory now belongs to the snapshot.
+   */
+  snapshot(dir: string, extra?: Record<string, unknown>): Promise<SnapshotMeta>;
   exec(req: ExecRequest, io?: ExecIo): Promise<SandboxProcess>;
+  /** A process already running in the guest (started before the snapshot this clone came from). */
+  attach(execId: number, pid: number, io?: ExecIo): SandboxProcess;
   /** exec + collect output + wait: the common case. */
   run(
     argv: string[],
@@ -95,8 +126,30 @@ export interface Sandbox {
   destroy(): Promise<void>;
 }
 
+export interface RestoreOptions {
+  /** The clone's hostname (default: its id). */
+  hostname?: string;
+  /** Environment for processes the host starts in the clone. */
+  env?: Record<string, string>;
+  /** Files for the snapshot's drives, in order (same count; default: the snapshot's own). */
+  drives?: string[];
+  /** Set the clone's clock this far from the host's (snapshot templates run behind). */
+  clockOffsetMs?: number;
+  /**
+   * Run on a copy of the snapshot's memory at this path (in a folder of its own, named `mem`),
+   * mapped shared, instead of a private mapping: the clone can then be snapshotted in turn
+   * (a function's snapshot made from the guest image's base snapshot).
+   */
+  memoryFile?: string;
+}
+
 export interface SandboxDriver {
   readonly name: string;
   /** Validate the spec and allocate the sandbox; starts nothing. */
   create(spec: SandboxSpecInput): Promise<Sandbox>;
+  /**
+   * A sandbox that resumes the snapshot in `dir` when started, with its own identity (clock,
+   * hostname, entropy). Throws E_SNAPSHOT_STALE for a snapshot of other assets/agent/QEMU.
+   */
+  fromSnapshot(dir: string, opts?: RestoreOptions): Promise<Sandbox>;
 }

@@ -59,6 +59,11 @@ export const sandboxSpecSchema = z
     pidsLimit: z.number().int().min(16).max(65536).optional(),
     /** A second virtio-serial port for a function runtime (Sandbox.functionChannel()). */
     functionPort: z.boolean().default(false),
+    /**
+     * Guest RAM in this file (created; must not exist) instead of an anonymous memfd, so that
+     * the sandbox can be snapshotted into the file's folder (Sandbox.snapshot()).
+     */
+    memoryFile: z.string().min(1).optional(),
   })
   .strict();
 

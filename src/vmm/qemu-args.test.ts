@@ -284,6 +284,23 @@ describe('kernelCmdline', () => {
     assert.match(valuesOf(args, '-M')[0]!, /memory-backend=ram/);
   });
 
+  test('snapshot source maps its RAM file shared; a clone maps it private (copy-on-write)', () => {
+    const src = buildQemuArgs(vm({ memoryFile: { path: '/s/a,b/mem', share: true } }));
+    assert.ok(
+      valuesOf(src, '-object').includes(
+        'memory-backend-file,id=ram,size=384M,mem-path=/s/a,,b/mem,share=on',
+      ),
+    );
+    const clone = buildQemuArgs(vm({ memoryFile: { path: '/s/mem', share: false }, incoming: true }));
+    assert.ok(
+      valuesOf(clone, '-object').includes(
+        'memory-backend-file,id=ram,size=384M,mem-path=/s/mem,share=off',
+      ),
+    );
+    assert.deepEqual(valuesOf(clone, '-incoming'), ['defer']);
+    assert.deepEqual(valuesOf(src, '-incoming'), []);
+  });
+
   test('isola.probe=1 only in probe mode', () => {
     assert.ok(!kernelCmdline(vm()).includes('isola.probe'));
     assert.ok(

@@ -52,6 +52,15 @@ export interface VmDescription {
   tscKhz?: number;
   /** Extra kernel command-line words (validated by the caller). */
   kernelArgs?: string[];
+  /**
+   * Guest RAM in a file instead of an anonymous memfd. `share: true` (a sandbox that will be
+   * snapshotted): the file is the guest's memory, written through, so a snapshot needs only the
+   * device state. `share: false` (a clone restored from a snapshot): the file is mapped private,
+   * copy-on-write, so clones share the pages they never write and never see each other's writes.
+   */
+  memoryFile?: { path: string; share: boolean };
+  /** Wait for an incoming migration (`-incoming defer`): a pre-spawned VMM for a restore. */
+  incoming?: boolean;
 }
 
 export function kernelCmdline(vm: VmDescription): string {
@@ -97,7 +106,9 @@ export function buildQemuArgs(vm: VmDescription): string[] {
     // of a 256 MiB guest after boot, measured). shmem is not huge-paged by default, gives pages
     // back on free page reporting (hole punching), and is what snapshot/restore will map.
     '-object',
-    `memory-backend-memfd,id=ram,size=${vm.memoryMiB}M,share=on`,
+    vm.memoryFile
+      ? `memory-backend-file,id=ram,size=${vm.memoryMiB}M,mem-path=${escapeOpt(vm.memoryFile.path)},share=${vm.memoryFile.share ? 'on' : 'off'}`
+      : `memory-backend-memfd,id=ram,size=${vm.memoryMiB}M,share=on`,
     ...(vm.accel === 'kvm'
       ? ['-accel', 'kvm', '-cpu', 'host']
       : ['-accel', `tcg,tb-size=${vm.tcgTbSizeMiB}`, '-cpu', 'max']),
@@ -160,6 +171,7 @@ export function buildQemuArgs(vm: VmDescription): string[] {
     );
   }
   if (vm.paused) args.push('-S');
+  if (vm.incoming) args.push('-incoming', 'defer');
   return args;
 }
 

@@ -5,20 +5,20 @@
 // time is killed and retried (counted in the boot report).
 
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { constants, copyFileSync, existsSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { loadAssets, runDir } from '../../assets/paths.js';
 import { IsolaError, toIsolaError } from '../../errors.js';
-import type { GuestInfo } from '../../protocol/messages.js';
-import { type AccelDecision, chooseAccel, tcgTscKhz } from '../../vmm/accel.js';
+import { AGENT_VERSION, type GuestInfo, PROTOCOL_VERSION } from '../../protocol/messages.js';
+import { type AccelDecision, chooseAccel, qemuVersion, tcgTscKhz } from '../../vmm/accel.js';
 import {
   cgroupPids,
   createSandboxCgroups,
   removeCgroups,
   sandboxCgroupPaths,
 } from '../../vmm/cgroup.js';
-import { type Accel, buildQemuArgs } from '../../vmm/qemu-args.js';
+import { type Accel, type VmDescription, buildQemuArgs } from '../../vmm/qemu-args.js';
 import { QemuProcess, processStartTime } from '../../vmm/qemu-process.js';
 import { QmpClient, connectUnix } from '../../vmm/qmp.js';
 import {
@@ -34,12 +34,24 @@ import { type OwnerRecord, newOwnerRecord, sandboxDir, writeOwnerRecord } from '
 import type {
   BootReport,
   ExecRequest,
+  RestoreOptions,
+  RestoreReport,
   RunResult,
   Sandbox,
   SandboxCapabilities,
   SandboxDriver,
   SandboxProcess,
 } from '../sandbox.js';
+import {
+  SNAPSHOT_FORMAT,
+  SNAPSHOT_MEMORY,
+  SNAPSHOT_STATE,
+  type SnapshotInputs,
+  type SnapshotMeta,
+  assertFresh,
+  readSnapshotMeta,
+  writeSnapshotMeta,
+} from '../snapshot.js';
 import { type SandboxSpec, type SandboxSpecInput, parseSandboxSpec } from '../spec.js';
 
 /**
@@ -57,6 +69,13 @@ const DEFAULT_PIDS_LIMIT = 128;
 const CPU_QUOTA_EXTRA = 0.5;
 /** The function socket exists once QEMU runs; connecting is local and immediate. */
 const FUNCTION_CHANNEL_CONNECT_MS = 5000;
+/** Saving device state (no RAM) takes milliseconds; loading it the same. */
+const MIGRATION_TIMEOUT_MS = 30_000;
+const MIGRATION_POLL_MS = 2;
+/** A restored guest answers within a second under TCG; this bounds a stuck one. */
+const RESTORE_TIMEOUT_MS = 20_000;
+/** Fresh entropy handed to each clone (bytes). */
+const CLONE_ENTROPY_BYTES = 64;
 
 export class MicroVmDriver implements SandboxDriver {
   readonly name = 'microvm';
@@ -70,13 +89,13 @@ export class MicroVmDriver implements SandboxDriver {
     return this.reaped;
   }
 
-  async create(input: SandboxSpecInput): Promise<Sandbox> {
-    const spec = parseSandboxSpec(input);
-    await this.ensureReaped();
+  private async machine(
+    accel: SandboxSpec['accel'],
+  ): Promise<{ accel: Accel; tscKhz: number | null }> {
     const assets = loadAssets();
     let decision: AccelDecision;
-    if (spec.accel !== 'auto') {
-      decision = await chooseAccel(assets, { override: spec.accel });
+    if (accel !== 'auto') {
+      decision = await chooseAccel(assets, { override: accel });
     } else {
       this.accel ??= chooseAccel(assets);
       decision = await this.accel;
@@ -86,13 +105,92 @@ export class MicroVmDriver implements SandboxDriver {
       this.tsc ??= tcgTscKhz(assets);
       tscKhz = await this.tsc;
     }
-    const id = `sb-${randomBytes(6).toString('hex')}`;
-    return new MicroVmSandbox(id, spec, decision.accel, tscKhz, {
+    return { accel: decision.accel, tscKhz };
+  }
+
+  async create(input: SandboxSpecInput): Promise<Sandbox> {
+    const spec = parseSandboxSpec(input);
+    if (spec.memoryFile && existsSync(spec.memoryFile)) {
+      throw new IsolaError(
+        'E_INVALID_SPEC',
+        `invalid sandbox spec: memoryFile: ${spec.memoryFile} already exists`,
+      );
+    }
+    await this.ensureReaped();
+    const assets = loadAssets();
+    const { accel, tscKhz } = await this.machine(spec.accel);
+    return new MicroVmSandbox(newId(), spec, accel, tscKhz, {
       kernel: spec.kernel ?? assets.kernel,
       initrd: spec.initrd ?? assets.initrd,
       rootfs: spec.guestImage ?? assets.rootfs,
     });
   }
+
+  /** What a snapshot taken now would record; a restore requires the same. */
+  async snapshotInputs(): Promise<SnapshotInputs> {
+    const { accel, tscKhz } = await this.machine('auto');
+    return {
+      format: SNAPSHOT_FORMAT,
+      assets: loadAssets().digest,
+      agentVersion: AGENT_VERSION,
+      protocolVersion: PROTOCOL_VERSION,
+      qemu: qemuVersion(),
+      accel,
+      tscKhz,
+    };
+  }
+
+  async fromSnapshot(dir: string, opts: RestoreOptions = {}): Promise<Sandbox> {
+    const meta = readSnapshotMeta(dir);
+    assertFresh(dir, meta, await this.snapshotInputs());
+    for (const f of [SNAPSHOT_MEMORY, SNAPSHOT_STATE]) {
+      if (!existsSync(path.join(dir, f)))
+        throw new IsolaError('E_SNAPSHOT', `snapshot ${dir} has no ${f}`);
+    }
+    const drives = meta.vm.drives.map((d, i) => ({ ...d, path: opts.drives?.[i] ?? d.path }));
+    if (opts.drives && opts.drives.length !== meta.vm.drives.length) {
+      throw new IsolaError(
+        'E_INVALID_SPEC',
+        `the snapshot has ${meta.vm.drives.length} drives; ${opts.drives.length} given`,
+      );
+    }
+    await this.ensureReaped();
+    if (opts.memoryFile) {
+      if (existsSync(opts.memoryFile)) {
+        throw new IsolaError('E_INVALID_SPEC', `memoryFile ${opts.memoryFile} already exists`);
+      }
+      // A reflink where the filesystem has them; else a copy (only the written pages).
+      copyFileSync(path.join(dir, SNAPSHOT_MEMORY), opts.memoryFile, constants.COPYFILE_FICLONE);
+    }
+    const spec = parseSandboxSpec({
+      ...(opts.memoryFile ? { memoryFile: opts.memoryFile } : {}),
+      vcpus: meta.vm.vcpus,
+      memoryMiB: meta.vm.memoryMiB,
+      drives,
+      functionPort: meta.vm.functionPort,
+      env: opts.env ?? {},
+      accel: meta.inputs.accel,
+      ...(opts.hostname ? { hostname: opts.hostname } : {}),
+    });
+    const assets = loadAssets();
+    const id = newId();
+    return new MicroVmSandbox(
+      id,
+      spec,
+      meta.inputs.accel,
+      meta.inputs.tscKhz,
+      { kernel: assets.kernel, initrd: assets.initrd, rootfs: assets.rootfs },
+      { dir, meta, clockOffsetMs: opts.clockOffsetMs ?? 0 },
+    );
+  }
+}
+
+function newId(): string {
+  return `sb-${randomBytes(6).toString('hex')}`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 type BootTimings = Pick<BootReport, 'qemuStartMs' | 'kernelToInitMs' | 'agentStartMs' | 'totalMs'>;
@@ -105,10 +203,13 @@ interface Attempt {
 
 class MicroVmSandbox implements Sandbox {
   readonly driver = 'microvm';
-  readonly capabilities: SandboxCapabilities = { ownKernel: true, snapshot: false, network: false };
+  readonly capabilities: SandboxCapabilities = { ownKernel: true, snapshot: true, network: false };
   private _state: SandboxState = 'created';
   private _boot: BootReport | null = null;
+  private _restore: RestoreReport | null = null;
   private current: Attempt | null = null;
+  /** A restore's VMM spawned ahead of start() (prepare()), with the time it took. */
+  private preparing: Promise<number> | null = null;
   private readonly dir: string;
   private readonly record: OwnerRecord;
 
@@ -118,9 +219,15 @@ class MicroVmSandbox implements Sandbox {
     private readonly accel: Accel,
     private readonly tscKhz: number | null,
     private readonly files: { kernel: string; initrd: string; rootfs: string },
+    /** Set for a sandbox that resumes a snapshot instead of booting. */
+    private readonly source: { dir: string; meta: SnapshotMeta; clockOffsetMs: number } | null = null,
   ) {
     this.dir = sandboxDir(id);
     this.record = newOwnerRecord(id, sandboxCgroupPaths(id));
+  }
+
+  get restore(): RestoreReport | null {
+    return this._restore;
   }
 
   get state(): SandboxState {
@@ -140,6 +247,7 @@ class MicroVmSandbox implements Sandbox {
   }
 
   async start(): Promise<void> {
+    if (this.source) return this.startRestore();
     this.move('start');
     writeOwnerRecord(this.dir, this.record);
     const timeout = this.spec.timeouts.bootMs ?? bootTimeoutMs(this.accel);
@@ -218,21 +326,31 @@ class MicroVmSandbox implements Sandbox {
     }
   }
 
-  private async bootSteps(t0: number, deadline: number): Promise<BootTimings> {
-    const left = () => Math.max(1, deadline - performance.now());
-    const qmpSocket = path.join(this.dir, 'qmp.sock');
-    const agentSocket = path.join(this.dir, 'agent.sock');
-    const consoleSocket = path.join(this.dir, 'console.sock');
-    const functionSocket = path.join(this.dir, 'fn.sock');
-    for (const s of [qmpSocket, agentSocket, consoleSocket, functionSocket])
-      rmSync(s, { force: true });
+  private sockets() {
+    return {
+      qmpSocket: path.join(this.dir, 'qmp.sock'),
+      agentSocket: path.join(this.dir, 'agent.sock'),
+      consoleSocket: path.join(this.dir, 'console.sock'),
+      functionSocket: path.join(this.dir, 'fn.sock'),
+    };
+  }
+
+  /**
+   * Spawn QEMU (paused) in fresh cgroups and connect QMP, the console and the agent socket.
+   * Boot and restore share it; a restore's VM is its snapshot's layout with RAM mapped private.
+   */
+  private async spawnVmm(
+    left: () => number,
+  ): Promise<{ attempt: Attempt; race: <T>(p: Promise<T>) => Promise<T> }> {
+    const socks = this.sockets();
+    for (const s of Object.values(socks)) rmSync(s, { force: true });
     const overhead = this.spec.overheadMiB ?? DEFAULT_OVERHEAD_MIB;
     const cg = createSandboxCgroups(this.id, {
       memoryBytes: (this.spec.memoryMiB + overhead) * 1024 * 1024,
       cpus: this.spec.vcpus + CPU_QUOTA_EXTRA,
       pids: this.spec.pidsLimit ?? DEFAULT_PIDS_LIMIT,
     });
-    const args = buildQemuArgs({
+    const vm: VmDescription = {
       id: this.id,
       accel: this.accel,
       vcpus: this.spec.vcpus,
@@ -246,16 +364,27 @@ class MicroVmSandbox implements Sandbox {
         readonly: d.readonly,
         format: d.format,
       })),
-      hostname: this.spec.hostname ?? this.id,
-      qmpSocket,
-      agentSocket,
-      consoleSocket,
-      ...(this.spec.functionPort ? { functionSocket } : {}),
+      // A clone keeps its source's kernel command line (its real hostname comes by `identity`).
+      hostname: this.source?.meta.vm.hostname ?? this.spec.hostname ?? this.id,
+      qmpSocket: socks.qmpSocket,
+      agentSocket: socks.agentSocket,
+      consoleSocket: socks.consoleSocket,
+      ...(this.spec.functionPort ? { functionSocket: socks.functionSocket } : {}),
       paused: true,
       tcgTbSizeMiB: TCG_TB_SIZE_MIB,
       ...(this.tscKhz ? { tscKhz: this.tscKhz } : {}),
-    });
-    const qemu = await QemuProcess.spawn(args, { cgroupProcs: cg.procsFiles });
+      ...(this.source
+        ? {
+            memoryFile: this.spec.memoryFile
+              ? { path: this.spec.memoryFile, share: true }
+              : { path: path.join(this.source.dir, SNAPSHOT_MEMORY), share: false },
+            incoming: true,
+          }
+        : this.spec.memoryFile
+          ? { memoryFile: { path: this.spec.memoryFile, share: true } }
+          : {}),
+    };
+    const qemu = await QemuProcess.spawn(buildQemuArgs(vm), { cgroupProcs: cg.procsFiles });
     const attempt: Attempt = { qemu, qmp: null, agent: null };
     this.current = attempt;
     this.record.qemuPid = qemu.pid;
@@ -269,13 +398,20 @@ class MicroVmSandbox implements Sandbox {
     const race = <T>(p: Promise<T>) => Promise.race([p, died]);
 
     attempt.qmp = await race(
-      QmpClient.connect(qmpSocket, Math.min(QMP_CONNECT_TIMEOUT_MS, left())),
+      QmpClient.connect(socks.qmpSocket, Math.min(QMP_CONNECT_TIMEOUT_MS, left())),
     );
+    await race(qemu.attachConsole(socks.consoleSocket, left()));
+    const agentSock = await race(connectUnix(socks.agentSocket, left()));
+    attempt.agent = new AgentClient(agentSock);
+    return { attempt, race };
+  }
+
+  private async bootSteps(t0: number, deadline: number): Promise<BootTimings> {
+    const left = () => Math.max(1, deadline - performance.now());
+    const { attempt, race } = await this.spawnVmm(left);
+    const qemu = attempt.qemu;
+    const agent = attempt.agent!;
     const tQmp = performance.now();
-    await race(qemu.attachConsole(consoleSocket, left()));
-    const agentSock = await race(connectUnix(agentSocket, left()));
-    const agent = new AgentClient(agentSock);
-    attempt.agent = agent;
     // Two-stage watchdog: a kernel that has not reached init by the kernel deadline is hung
     // (seen here at TSC calibration), so it is killed long before the whole boot budget is spent.
     const kernelMs = Math.min(left(), kernelBootTimeoutMs(this.accel));
@@ -295,20 +431,172 @@ class MicroVmSandbox implements Sandbox {
     initSeen.catch(() => {});
     const ready = agent.waitReady(left());
     ready.catch(() => {});
-    await race(attempt.qmp.execute('cont'));
+    await race(attempt.qmp!.execute('cont'));
     const tCont = performance.now();
     const [tInit] = await race(Promise.all([initSeen, ready]));
     await race(agent.hello(left()));
     const tReady = performance.now();
-    agent.on('close', () => {
-      if (this._state === 'running') this._state = nextState(this._state, 'crashed');
-    });
+    this.watchAgent(agent);
     return {
       qemuStartMs: tQmp - t0,
       kernelToInitMs: tInit - tCont,
       agentStartMs: tReady - tInit,
       totalMs: tReady - t0,
     };
+  }
+
+  private watchAgent(agent: AgentClient): void {
+    agent.on('close', () => {
+      if (this._state === 'running') this._state = nextState(this._state, 'crashed');
+    });
+  }
+
+  async prepare(): Promise<void> {
+    if (!this.source) {
+      throw new IsolaError('E_SANDBOX_INVALID_STATE', 'prepare() is for sandboxes from a snapshot');
+    }
+    if (this._state !== 'created') {
+      throw new IsolaError('E_SANDBOX_INVALID_STATE', `cannot prepare a ${this._state} sandbox`);
+    }
+    this.preparing ??= (async () => {
+      writeOwnerRecord(this.dir, this.record);
+      const t0 = performance.now();
+      const deadline = t0 + RESTORE_TIMEOUT_MS;
+      await this.spawnVmm(() => Math.max(1, deadline - performance.now()));
+      return performance.now() - t0;
+    })();
+    await this.preparing;
+  }
+
+  /** Resume the snapshot: load the device state into the (pre-)spawned VMM, run, re-identify. */
+  private async startRestore(): Promise<void> {
+    const t0 = performance.now();
+    const prespawned = this.preparing !== null;
+    try {
+      const spawnMs = prespawned ? 0 : await this.prepareTimed();
+      if (prespawned) await this.preparing;
+      this.move('start');
+      const a = this.current;
+      if (!a?.qmp || !a.agent) throw new IsolaError('E_RESTORE', 'the VMM is gone');
+      const died = a.qemu.exited.then(() => {
+        throw a.qemu.exitError();
+      });
+      died.catch(() => {});
+      const race = <T>(p: Promise<T>) => Promise.race([p, died]);
+      const deadline = t0 + RESTORE_TIMEOUT_MS;
+      const left = () => Math.max(1, deadline - performance.now());
+
+      const tLoad = performance.now();
+      await race(
+        a.qmp.execute('migrate-set-capabilities', {
+          capabilities: [{ capability: 'x-ignore-shared', state: true }],
+        }),
+      );
+      const state = path.join(this.source!.dir, SNAPSHOT_STATE);
+      await race(a.qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(state)}` }));
+      await race(waitMigration(a.qmp, left()));
+      const tCont = performance.now();
+      await race(a.qmp.execute('cont'));
+      // The guest's virtio-serial queues come back as they were: stale replies are dropped
+      // until the agent echoes this handshake's fresh nonce.
+      await race(a.agent.hello(left()));
+      const tHello = performance.now();
+      await race(
+        a.agent.identity(
+          this.spec.hostname ?? this.id,
+          Date.now() + this.source!.clockOffsetMs,
+          randomBytes(CLONE_ENTROPY_BYTES),
+        ),
+      );
+      const tDone = performance.now();
+      this.watchAgent(a.agent);
+      this._restore = {
+        prespawned,
+        spawnMs,
+        loadMs: tCont - tLoad,
+        resumeMs: tHello - tCont,
+        identityMs: tDone - tHello,
+        totalMs: tDone - t0,
+      };
+      this.move('booted');
+    } catch (err) {
+      const e = toIsolaError(err);
+      if (this._state === 'starting') this.move('bootFailed');
+      await this.teardownAttempt();
+      await this.releaseResources();
+      if (e.code === 'E_SANDBOX_INVALID_STATE') throw e;
+      throw new IsolaError('E_RESTORE', `restore from ${this.source!.dir} failed: ${e.message}`, {
+        cause: e,
+        details: { consoleTail: e.details?.consoleTail },
+      });
+    }
+  }
+
+  private async prepareTimed(): Promise<number> {
+    await this.prepare();
+    return this.preparing ? await this.preparing : 0;
+  }
+
+  async snapshot(dir: string, extra: Record<string, unknown> = {}): Promise<SnapshotMeta> {
+    const a = this.current;
+    this.requireRunning();
+    const mem = this.spec.memoryFile;
+    if (!mem || path.resolve(path.dirname(mem)) !== path.resolve(dir)) {
+      throw new IsolaError(
+        'E_SNAPSHOT',
+        `a snapshot goes into the folder of the sandbox's memoryFile (${mem ?? 'none set'})`,
+      );
+    }
+    const inputs = await new MicroVmDriver().snapshotInputs();
+    if (inputs.accel !== this.accel) {
+      throw new IsolaError('E_SNAPSHOT', `this sandbox runs ${this.accel}, the host now ${inputs.accel}`);
+    }
+    this.move('stop');
+    try {
+      const qmp = a!.qmp!;
+      const t0 = performance.now();
+      await qmp.execute('stop');
+      await qmp.execute('migrate-set-capabilities', {
+        capabilities: [{ capability: 'x-ignore-shared', state: true }],
+      });
+      const state = path.join(dir, SNAPSHOT_STATE);
+      await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(state)}` });
+      await waitMigration(qmp, MIGRATION_TIMEOUT_MS);
+      const saveMs = performance.now() - t0;
+      const meta: SnapshotMeta = {
+        inputs,
+        vm: {
+          vcpus: this.spec.vcpus,
+          memoryMiB: this.spec.memoryMiB,
+          drives: this.spec.drives.map((d) => ({
+            path: d.path,
+            readonly: d.readonly,
+            format: d.format,
+          })),
+          functionPort: this.spec.functionPort,
+          hostname: this.source?.meta.vm.hostname ?? this.spec.hostname ?? this.id,
+        },
+        extra,
+        createdAt: new Date().toISOString(),
+        saveMs,
+        stateBytes: statSync(state).size,
+      };
+      if (path.basename(mem) !== SNAPSHOT_MEMORY) {
+        throw new IsolaError('E_SNAPSHOT', `memoryFile must be named ${SNAPSHOT_MEMORY}`);
+      }
+      writeSnapshotMeta(dir, meta);
+      return meta;
+    } catch (err) {
+      const e = toIsolaError(err);
+      throw new IsolaError('E_SNAPSHOT', `snapshot of ${this.id} failed: ${e.message}`, {
+        cause: e,
+      });
+    } finally {
+      // The guest's memory now belongs to the snapshot: this VM must never run again.
+      await this.teardownAttempt();
+      await this.releaseCgroups();
+      if (this._state === 'stopping') this.move('stopped');
+    }
   }
 
   private requireRunning(): AgentClient {
@@ -328,6 +616,10 @@ class MicroVmSandbox implements Sandbox {
     const agent = this.requireRunning();
     const env = { ...this.spec.env, ...req.env };
     return agent.exec({ ...req, env }, io);
+  }
+
+  attach(execId: number, pid: number, io?: ExecIo): SandboxProcess {
+    return this.requireRunning().attach(execId, pid, io);
   }
 
   async run(
@@ -439,4 +731,25 @@ class MicroVmSandbox implements Sandbox {
     await this.releaseCgroups();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Poll QMP until the current migration (out or in) completed; throw on failure or timeout. */
+async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const r = (await qmp.execute('query-migrate')) as { status?: string; 'error-desc'?: string };
+    if (r.status === 'completed') return;
+    if (r.status === 'failed' || r.status === 'cancelled') {
+      throw new IsolaError('E_SNAPSHOT', `migration ${r.status}: ${r['error-desc'] ?? ''}`);
+    }
+    if (performance.now() > deadline) {
+      throw new IsolaError('E_SNAPSHOT', `migration still ${r.status} after ${timeoutMs} ms`);
+    }
+    await sleep(MIGRATION_POLL_MS);
+  }
+}
+
+/** One word for /bin/sh (QEMU's exec: URI runs through it). */
+function shellQuote(s: string): string {
+  return `'${s.replaceAll("'", "'\\''")}'`;
 }

@@ -1,0 +1,436 @@
+// Snapshots for fast starts, in the manner of Firecracker snapshots and Lambda SnapStart:
+//
+//   base snapshot   one per guest build and VM size: a booted guest, agent ready, an empty drive
+//                   slot (a sparse placeholder the size of the largest code bundle).
+//   function        one per function version (and secrets revision): a clone of the base with
+//   snapshot        the bundle in the slot, mounted, the runtime started and the handler loaded.
+//   clone           an instance: a VMM mapping the function snapshot's memory copy-on-write and
+//                   loading its device state, then given its own clock, hostname and entropy.
+//
+// Pre-spawned VMMs (QEMU started with its devices, waiting for the state) are kept per function
+// snapshot, so that a restore pays neither process start nor device set-up.
+//
+// Folders live in DATA_DIR/snapshots: `base-<key>` and `fn-<key>`, the key a digest of every
+// input (guest assets, agent and protocol versions, QEMU, accelerator, VM size; for functions
+// also the bundle, handler, environment and secrets). A changed input is a new key; the old
+// folder is never restored (the driver also checks each snapshot's recorded inputs) and is
+// removed: function snapshots when their version retires, everything stale at start.
+
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  truncateSync,
+} from 'node:fs';
+import path from 'node:path';
+import { IsolaError, toIsolaError } from '../errors.js';
+import { SNAPSHOT_CLOCK_SKEW_MS } from '../guest/clone-random.js';
+import { TASK_DIR } from '../protocol/function.js';
+import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
+import type { Sandbox } from '../sandbox/sandbox.js';
+import { SNAPSHOT_MEMORY, type SnapshotInputs, type SnapshotMeta } from '../sandbox/snapshot.js';
+import { INIT_TIMEOUT_MS, type InstanceSpec, RuntimeChannel, nodeRuntimeExec } from './instance.js';
+
+/** The drive slot: room for the largest bundle image (250 MiB unpacked plus ext4 overhead). */
+export const SLOT_BYTES = 512 * 1024 * 1024;
+/** A failed function snapshot is not tried again sooner than this (the instance boots). */
+const BUILD_RETRY_MS = 60_000;
+/** Snapshot builds at once: each keeps a vCPU busy for seconds under TCG. */
+const BUILD_CONCURRENCY = 2;
+
+export interface SnapshotPolicy {
+  /** Pre-spawned VMMs kept per function snapshot (0: spawn at restore). */
+  prespawnPerFunction: number;
+  /** Pre-spawned VMMs kept in all. */
+  prespawnMax: number;
+}
+
+export const DEFAULT_SNAPSHOT_POLICY: SnapshotPolicy = {
+  prespawnPerFunction: Number(process.env.ISOLA_PRESPAWN ?? 1),
+  prespawnMax: Number(process.env.ISOLA_PRESPAWN_MAX ?? 8),
+};
+
+/** What a function snapshot is made of: a Node.js instance spec without its per-instance parts. */
+export type FunctionImage = Pick<
+  InstanceSpec,
+  'functionName' | 'version' | 'config' | 'env' | 'bundle'
+> & { group: { key: string; tenantId: string; functionId: string } };
+
+export interface Clone {
+  sandbox: Sandbox;
+  meta: SnapshotMeta;
+  /** The snapshot had to be built for this start (it paid a boot or a template run). */
+  built: boolean;
+}
+
+interface FnEntry {
+  key: string;
+  dir: string;
+  meta: SnapshotMeta;
+  spare: Sandbox[];
+  filling: boolean;
+}
+
+const digest = (v: unknown) =>
+  createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 32);
+
+export class SnapshotManager {
+  private readonly driver = new MicroVmDriver();
+  private readonly bases = new Map<string, Promise<string>>();
+  private readonly fns = new Map<string, Promise<FnEntry>>();
+  /** Function snapshot keys by instance group (what retiring a version removes). */
+  private readonly byGroup = new Map<string, { key: string; group: FunctionImage['group'] }>();
+  private readonly failed = new Map<string, { at: number; error: IsolaError }>();
+  private inputs: Promise<SnapshotInputs> | null = null;
+  private builds = 0;
+  private readonly buildQueue: Array<() => void> = [];
+  private closed = false;
+  readonly stats = { baseBuilds: 0, fnBuilds: 0, restores: 0, prespawned: 0, failures: 0 };
+
+  constructor(
+    readonly dir: string,
+    private readonly policy: SnapshotPolicy = DEFAULT_SNAPSHOT_POLICY,
+    private readonly log: (line: string) => void = () => undefined,
+  ) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+
+  /**
+   * Remove what cannot be used: half-built folders, function snapshots (rebuilt on demand, their
+   * versions may be gone) and base snapshots of other inputs. Run once at server start.
+   */
+  async gc(): Promise<string[]> {
+    const inputs = await this.currentInputs();
+    const removed: string[] = [];
+    for (const name of readdirSync(this.dir)) {
+      const keep = name === 'slot.img' || (name.startsWith('base-') && this.isCurrentBase(name, inputs));
+      if (!keep) {
+        rmSync(path.join(this.dir, name), { recursive: true, force: true });
+        removed.push(name);
+      }
+    }
+    return removed;
+  }
+
+  private isCurrentBase(name: string, inputs: SnapshotInputs): boolean {
+    const m = /^base-(\d+)m-(\d+)c-([0-9a-f]+)$/.exec(name);
+    return m !== null && m[3] === baseKey(inputs, Number(m[1]), Number(m[2]));
+  }
+
+  private currentInputs(): Promise<SnapshotInputs> {
+    this.inputs ??= this.driver.snapshotInputs();
+    return this.inputs;
+  }
+
+  /** State of a function version's snapshot, for the API. */
+  status(groupKey: string): 'ready' | 'building' | 'failed' | 'none' {
+    const key = this.byGroup.get(groupKey)?.key;
+    if (!key) return 'none';
+    if (this.failed.has(key)) return 'failed';
+    const dir = path.join(this.dir, `fn-${key}`);
+    return existsSync(path.join(dir, 'snapshot.json')) ? 'ready' : 'building';
+  }
+
+  /** Build (or find) the function's snapshot ahead of the first start; never throws. */
+  prepare(fn: FunctionImage): void {
+    this.fnSnapshot(fn).then(
+      (e) => this.fill(e),
+      () => undefined,
+    );
+  }
+
+  /**
+   * A sandbox restored from the function's snapshot, running, its runtime process alive (its
+   * exec id in meta.extra). Builds the snapshot first when needed.
+   */
+  async clone(fn: FunctionImage): Promise<Clone> {
+    const key = await this.fnKey(fn);
+    const had = this.fns.has(key);
+    const entry = await this.fnSnapshot(fn);
+    const built = !had;
+    const spare = entry.spare.shift();
+    if (spare) this.stats.prespawned++;
+    const sandbox = spare ?? (await this.driver.fromSnapshot(entry.dir));
+    this.fill(entry);
+    try {
+      await sandbox.start();
+    } catch (err) {
+      await sandbox.destroy().catch(() => undefined);
+      throw err;
+    }
+    this.stats.restores++;
+    return { sandbox, meta: entry.meta, built };
+  }
+
+  /** Drop the snapshots (and pre-spawned VMMs) of the groups `which` selects. */
+  async retire(which: (g: FunctionImage['group']) => boolean): Promise<void> {
+    const groups = [...this.byGroup.values()].filter((v) => which(v.group));
+    for (const g of groups) await this.drop(g.group.key);
+  }
+
+  private async drop(groupKey: string): Promise<void> {
+    const key = this.byGroup.get(groupKey)?.key;
+    if (!key) return;
+    this.byGroup.delete(groupKey);
+    if ([...this.byGroup.values()].some((v) => v.key === key)) return; // another group shares it
+    const p = this.fns.get(key);
+    this.fns.delete(key);
+    this.failed.delete(key);
+    const entry = await p?.catch(() => null);
+    this.settled.delete(key);
+    if (entry) {
+      const spare = entry.spare.splice(0);
+      await Promise.all(spare.map((s) => s.destroy().catch(() => undefined)));
+    }
+    rmSync(path.join(this.dir, `fn-${key}`), { recursive: true, force: true });
+  }
+
+  /** Destroy every pre-spawned VMM (snapshots stay on disk). */
+  async close(): Promise<void> {
+    this.closed = true;
+    const entries = await Promise.all([...this.fns.values()].map((p) => p.catch(() => null)));
+    const spare = entries.flatMap((e) => e?.spare.splice(0) ?? []);
+    await Promise.all(spare.map((s) => s.destroy().catch(() => undefined)));
+  }
+
+  /** Pre-spawned VMMs alive or being spawned now. */
+  get spareCount(): number {
+    let n = 0;
+    for (const e of this.settled.values()) n += e.spare.length + (e.filling ? 1 : 0);
+    return n;
+  }
+
+  private readonly settled = new Map<string, FnEntry>();
+
+  private fill(entry: FnEntry): void {
+    if (this.closed || entry.filling || !this.fns.has(entry.key)) return;
+    if (entry.spare.length >= this.policy.prespawnPerFunction) return;
+    if (this.spareCount >= this.policy.prespawnMax) return;
+    entry.filling = true;
+    void (async () => {
+      let sb: Sandbox | null = null;
+      try {
+        sb = await this.driver.fromSnapshot(entry.dir);
+        await sb.prepare();
+        if (!this.closed && this.fns.has(entry.key)) {
+          entry.spare.push(sb);
+          sb = null;
+        }
+      } catch {
+        // a failed pre-spawn only costs the next restore its spawn time
+      } finally {
+        if (sb) await sb.destroy().catch(() => undefined);
+        entry.filling = false;
+      }
+      if (sb === null && entry.spare.length > 0) this.fill(entry);
+    })();
+  }
+
+  private async fnKey(fn: FunctionImage): Promise<string> {
+    const inputs = await this.currentInputs();
+    const key = digest({
+      kind: 'function',
+      base: baseKey(inputs, fn.config.memoryMiB, fn.config.vcpus),
+      group: fn.group.key,
+      bundle: fn.bundle,
+      env: fn.env,
+      fn: fn.functionName,
+      version: fn.version,
+      memoryMiB: fn.config.memoryMiB,
+      vcpus: fn.config.vcpus,
+    });
+    this.byGroup.set(fn.group.key, { key, group: fn.group });
+    return key;
+  }
+
+  private async fnSnapshot(fn: FunctionImage): Promise<FnEntry> {
+    const key = await this.fnKey(fn);
+    const failed = this.failed.get(key);
+    if (failed && Date.now() - failed.at < BUILD_RETRY_MS) throw failed.error;
+    let p = this.fns.get(key);
+    if (!p) {
+      p = this.buildFn(key, fn).then(
+        (e) => {
+          this.settled.set(key, e);
+          return e;
+        },
+        (err: unknown) => {
+          const e = toIsolaError(err);
+          this.failed.set(key, { at: Date.now(), error: e });
+          this.fns.delete(key);
+          this.stats.failures++;
+          this.log(`snapshot of ${fn.functionName} v${fn.version} failed: ${e.message}`);
+          throw e;
+        },
+      );
+      p.catch(() => undefined);
+      this.fns.set(key, p);
+    }
+    return p;
+  }
+
+  private async slot(): Promise<string> {
+    const file = path.join(this.dir, 'slot.img');
+    if (!existsSync(file) || statSync(file).size !== SLOT_BYTES) {
+      const tmp = `${file}.${process.pid}.tmp`;
+      closeSync(openSync(tmp, 'w', 0o600));
+      truncateSync(tmp, SLOT_BYTES);
+      renameSync(tmp, file);
+    }
+    return file;
+  }
+
+  private async withBuildSlot<T>(f: () => Promise<T>): Promise<T> {
+    if (this.builds >= BUILD_CONCURRENCY) {
+      await new Promise<void>((r) => this.buildQueue.push(r));
+    }
+    this.builds++;
+    try {
+      return await f();
+    } finally {
+      this.builds--;
+      this.buildQueue.shift()?.();
+    }
+  }
+
+  /** The base snapshot for a VM size: boot a guest with the empty slot, snapshot it. */
+  private base(memoryMiB: number, vcpus: number): Promise<string> {
+    const id = `${memoryMiB}:${vcpus}`;
+    let p = this.bases.get(id);
+    if (!p) {
+      p = (async () => {
+        const inputs = await this.currentInputs();
+        const dir = path.join(
+          this.dir,
+          `base-${memoryMiB}m-${vcpus}c-${baseKey(inputs, memoryMiB, vcpus)}`,
+        );
+        if (existsSync(path.join(dir, 'snapshot.json'))) return dir;
+        const slot = await this.slot();
+        const tmp = mkdtempSync(path.join(this.dir, '.tmp-base-'));
+        const t0 = performance.now();
+        let sb: Sandbox | null = null;
+        try {
+          sb = await this.driver.create({
+            memoryMiB,
+            vcpus,
+            drives: [{ path: slot, readonly: true, format: 'raw' }],
+            functionPort: true,
+            hostname: 'isola-base',
+            memoryFile: path.join(tmp, SNAPSHOT_MEMORY),
+          });
+          await sb.start();
+          await sb.snapshot(tmp, { kind: 'base' });
+          renameSync(tmp, dir);
+          this.stats.baseBuilds++;
+          this.log(
+            `base snapshot ${path.basename(dir)} built in ${Math.round(performance.now() - t0)} ms`,
+          );
+          return dir;
+        } catch (err) {
+          this.bases.delete(id);
+          throw err;
+        } finally {
+          await sb?.destroy().catch(() => undefined);
+          rmSync(tmp, { recursive: true, force: true });
+        }
+      })();
+      p.catch(() => undefined);
+      this.bases.set(id, p);
+    }
+    return p;
+  }
+
+  /**
+   * A function snapshot: restore the base on a copy of its memory (shared, so it can be
+   * snapshotted again) with the bundle in the slot and the clock set back (clone-random.ts),
+   * mount the bundle, start the runtime, wait until the handler loaded, snapshot.
+   */
+  private async buildFn(key: string, fn: FunctionImage): Promise<FnEntry> {
+    const dir = path.join(this.dir, `fn-${key}`);
+    const bundle = fn.bundle;
+    if (!bundle) throw new IsolaError('E_SNAPSHOT', 'only Node.js bundles have snapshots');
+    const size = statSync(bundle.image).size;
+    if (size > SLOT_BYTES) {
+      throw new IsolaError('E_SNAPSHOT', `bundle image of ${size} bytes exceeds the drive slot`);
+    }
+    const baseDir = await this.base(fn.config.memoryMiB, fn.config.vcpus);
+    return this.withBuildSlot(async () => {
+      const { readSnapshotMeta } = await import('../sandbox/snapshot.js');
+      if (existsSync(path.join(dir, 'snapshot.json'))) {
+        return { key, dir, meta: readSnapshotMeta(dir), spare: [], filling: false };
+      }
+      const tmp = mkdtempSync(path.join(this.dir, '.tmp-fn-'));
+      const t0 = performance.now();
+      let sb: Sandbox | null = null;
+      try {
+        sb = await this.driver.fromSnapshot(baseDir, {
+          drives: [bundle.image],
+          hostname: 'isola-template',
+          clockOffsetMs: -SNAPSHOT_CLOCK_SKEW_MS,
+          memoryFile: path.join(tmp, SNAPSHOT_MEMORY),
+        });
+        await sb.start();
+        // The slot's placeholder was read at boot (partition scan): drop those cached blocks.
+        await must(sb, ['/opt/isola/guestctl', 'flushbufs', '/dev/vdb']);
+        await must(sb, ['mount', '-t', 'ext4', '-o', 'ro', '/dev/vdb', TASK_DIR]);
+        const out: string[] = [];
+        const proc = await sb.exec(nodeRuntimeExec(fn), {
+          onStderr: (d) => out.push(d.toString('utf8')),
+        });
+        const rt = new RuntimeChannel(await sb.functionChannel());
+        const died = proc.exited.then((s) => {
+          throw new IsolaError(
+            'E_SNAPSHOT',
+            `runtime exited while loading (${JSON.stringify(s)}): ${out.join('').slice(-500)}`,
+          );
+        });
+        died.catch(() => undefined);
+        const health = (await Promise.race([
+          rt.call({ t: 'health' }, undefined, INIT_TIMEOUT_MS),
+          died,
+        ])) as { header: { ready?: boolean; error?: { message?: string } } };
+        if (!health.header.ready) {
+          throw new IsolaError(
+            'E_SNAPSHOT',
+            `handler did not load: ${health.header.error?.message ?? 'unknown'}`,
+          );
+        }
+        const meta = await sb.snapshot(tmp, {
+          kind: 'function',
+          execId: proc.execId,
+          pid: proc.pid,
+          function: fn.functionName,
+          version: fn.version,
+        });
+        rt.close();
+        renameSync(tmp, dir);
+        this.stats.fnBuilds++;
+        this.log(
+          `snapshot of ${fn.functionName} v${fn.version} built in ${Math.round(performance.now() - t0)} ms`,
+        );
+        return { key, dir, meta, spare: [], filling: false };
+      } finally {
+        await sb?.destroy().catch(() => undefined);
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    });
+  }
+}
+
+function baseKey(inputs: SnapshotInputs, memoryMiB: number, vcpus: number): string {
+  return digest({ kind: 'base', inputs, memoryMiB, vcpus, slot: SLOT_BYTES });
+}
+
+async function must(sb: Sandbox, argv: string[]): Promise<void> {
+  const r = await sb.run(argv);
+  if (r.exitCode !== 0) {
+    throw new IsolaError('E_SNAPSHOT', `${argv.join(' ')}: ${r.stderr.trim()}`);
+  }
+}
