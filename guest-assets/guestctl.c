@@ -5,8 +5,8 @@
 //       moment), set the hostname, mix fresh host entropy into the kernel's pool, credit it and
 //       reseed the kernel CRNG at once, so that clones of one snapshot never draw the same random
 //       numbers from getrandom() or /dev/urandom.
-//   guestctl serve
-//       The same commands, one per line on stdin, each answered by its status on stdout.
+//   guestctl serve [PORT]
+//       The same commands, one per line "ID CMD ARGS...", answered "ID STATUS" (see serve()).
 //   guestctl flushbufs DEVICE
 //       Drop the kernel's cached blocks of a block device (BLKFLSBUF): a drive whose backing
 //       file was swapped under a restored guest must not be read from stale cache.
@@ -89,30 +89,63 @@ static int flushbufs(const char *dev) {
 static int dispatch(int argc, char **argv) {
   if (argc == 5 && !strcmp(argv[1], "identity")) return identity(argv[2], argv[3], argv[4]);
   if (argc == 3 && !strcmp(argv[1], "flushbufs")) return flushbufs(argv[2]);
-  fprintf(stderr, "usage: guestctl identity EPOCH_MS HOSTNAME ENTROPY_HEX | guestctl flushbufs DEVICE | guestctl serve\n");
+  fprintf(stderr, "usage: guestctl identity EPOCH_MS HOSTNAME ENTROPY_HEX | guestctl flushbufs DEVICE | guestctl serve [PORT]\n");
   return 2;
 }
 
-// serve: one command per line on stdin ("identity MS HOST HEX"), one answer line on stdout
-// ("0" or the exit status, after any message on stderr). The agent starts it once at boot, so a
-// restored clone pays a pipe write instead of a fork and exec (slow right after a restore under
-// TCG, which translates the code paths again).
-static int serve(void) {
-  char line[2048];
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  while (fgets(line, sizeof line, stdin)) {
-    char *argv[8] = {"guestctl"};
-    int argc = 1;
-    for (char *tok = strtok(line, " \n"); tok && argc < 7; tok = strtok(NULL, " \n")) argv[argc++] = tok;
-    argv[argc] = NULL;
-    int rc = argc > 1 ? dispatch(argc, argv) : 2;
-    fflush(stderr);
-    printf("%d\n", rc);
+// serve [PORT]: one command per line, "ID CMD ARGS...", each answered "ID STATUS" (0: done).
+// The ID lets the host skip answers that were still queued in the port when a snapshot was
+// taken (a clone's virtio-serial queues come back as they were). PORT is the control port
+// (/dev/virtio-ports/isola.ctl): the agent starts this once at boot, so after a restore the
+// host reaches plain C through the kernel, with no JavaScript to translate first under TCG.
+// Without PORT: stdin and stdout.
+static int serve(const char *port) {
+  int in = 0, out = 1;
+  if (port) {
+    in = out = open(port, O_RDWR | O_CLOEXEC);
+    if (in < 0) return fail(port);
   }
-  return 0;
+  char buf[4096];
+  size_t len = 0;
+  useconds_t idle = 2000;
+  for (;;) {
+    ssize_t n = read(in, buf + len, sizeof buf - 1 - len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail("read");
+    if (n == 0) {
+      if (!port) return 0;
+      // No host on the other end of the port (yet, or any more): wait for one.
+      usleep(idle);
+      if (idle < 100000) idle *= 2;
+      continue;
+    }
+    idle = 2000;
+    len += (size_t)n;
+    buf[len] = 0;
+    char *nl;
+    while ((nl = memchr(buf, '\n', len))) {
+      *nl = 0;
+      char *argv[8] = {"guestctl"};
+      int argc = 1;
+      char *save = NULL;
+      char *id = strtok_r(buf, " ", &save);
+      for (char *tok; id && argc < 7 && (tok = strtok_r(NULL, " ", &save));) argv[argc++] = tok;
+      argv[argc] = NULL;
+      if (id) {
+        int rc = argc > 1 ? dispatch(argc, argv) : 2;
+        char answer[128];
+        int m = snprintf(answer, sizeof answer, "%.64s %d\n", id, rc);
+        if (write(out, answer, (size_t)m) < 0 && errno != EPIPE) return fail("write");
+      }
+      size_t used = (size_t)(nl - buf) + 1;
+      memmove(buf, nl + 1, len - used);
+      len -= used;
+    }
+    if (len == sizeof buf - 1) len = 0; // an overlong line: drop it
+  }
 }
 
 int main(int argc, char **argv) {
-  if (argc == 2 && !strcmp(argv[1], "serve")) return serve();
+  if ((argc == 2 || argc == 3) && !strcmp(argv[1], "serve")) return serve(argc == 3 ? argv[2] : NULL);
   return dispatch(argc, argv);
 }

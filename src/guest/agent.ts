@@ -50,89 +50,6 @@ export interface AgentOptions {
    * would then have no process the kernel may kill, and the guest would spin forever.
    */
   childOomScoreAdj?: number;
-  /** The helper for clock, hostname and entropy calls (guest-assets/guestctl.c). */
-  guestctl?: string;
-  /** Start the helper now (in the VM: before any snapshot, so clones find it running). */
-  startGuestctl?: boolean;
-}
-
-/** Where the guest image puts the helper. */
-export const GUESTCTL = '/opt/isola/guestctl';
-/** guestctl makes three system calls; anything slower is a stuck guest. */
-const GUESTCTL_TIMEOUT_MS = 10_000;
-
-/**
- * `guestctl serve`, kept running: a command is a line written to it, its answer the status line
- * it prints. Right after a restore a fork and exec from Node costs ~0.4 s under TCG; this is a
- * pipe write. Restarted on the next command when it died.
- */
-class GuestCtl {
-  private child: ChildProcess | null = null;
-  private out = '';
-  private err = '';
-  private readonly queue: Array<{ line: string; done: (e: Error | null) => void }> = [];
-  private busy: { done: (e: Error | null) => void; timer: NodeJS.Timeout } | null = null;
-
-  constructor(private readonly file: string) {}
-
-  start(): void {
-    if (this.child) return;
-    const child = spawn(this.file, ['serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child = child;
-    child.on('error', () => undefined); // 'close' follows
-    child.stdin!.on('error', () => undefined);
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      this.out += d;
-      let nl = this.out.indexOf('\n');
-      while (nl >= 0) {
-        const status = this.out.slice(0, nl).trim();
-        this.out = this.out.slice(nl + 1);
-        const err = this.err.trim();
-        this.err = '';
-        this.finish(status === '0' ? null : new Error(err || `status ${status}`));
-        nl = this.out.indexOf('\n');
-      }
-    });
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      this.err = (this.err + d).slice(-4096);
-    });
-    child.on('close', () => {
-      if (this.child === child) this.child = null;
-      this.finish(new Error(`guestctl exited ${this.err.trim()}`));
-    });
-  }
-
-  run(args: string[]): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ line: `${args.join(' ')}\n`, done: (e) => (e ? reject(e) : resolve()) });
-      this.next();
-    });
-  }
-
-  private next(): void {
-    if (this.busy || this.queue.length === 0) return;
-    this.start();
-    const job = this.queue.shift()!;
-    const timer = setTimeout(() => {
-      this.child?.kill('SIGKILL');
-      this.finish(new Error(`guestctl did not answer within ${GUESTCTL_TIMEOUT_MS} ms`));
-    }, GUESTCTL_TIMEOUT_MS);
-    this.busy = { done: job.done, timer };
-    this.child!.stdin!.write(job.line);
-  }
-
-  private finish(e: Error | null): void {
-    const b = this.busy;
-    if (!b) return;
-    this.busy = null;
-    clearTimeout(b.timer);
-    b.done(e);
-    this.next();
-  }
-
-  stop(): void {
-    this.child?.kill('SIGKILL');
-  }
 }
 
 export class Agent {
@@ -145,14 +62,7 @@ export class Agent {
   /** Counters, exposed for tests and `info`. */
   readonly stats = { frames: 0, errors: 0 };
 
-  private ctl: GuestCtl | null = null;
-
-  constructor(private readonly opts: AgentOptions) {
-    if (opts.startGuestctl) {
-      this.ctl = new GuestCtl(opts.guestctl ?? GUESTCTL);
-      this.ctl.start();
-    }
-  }
+  constructor(private readonly opts: AgentOptions) {}
 
   /** Announce readiness (the host waits for this after boot). */
   sendReady(): void {
@@ -192,7 +102,6 @@ export class Agent {
 
   /** Kill every process still running and drop every connection (transport loss in tests). */
   killAll(): void {
-    this.ctl?.stop();
     for (const rec of this.execs.values()) {
       if (rec.status === null) rec.child.kill('SIGKILL');
     }
@@ -264,18 +173,6 @@ export class Agent {
       case 'close':
         this.conns.get(req.connId)?.destroy();
         return {};
-      case 'identity':
-        await this.guestctl(['identity', String(req.timeMs), req.hostname, req.entropy]);
-        return { result: { hostname: os.hostname() } };
-    }
-  }
-
-  private async guestctl(args: string[]): Promise<void> {
-    this.ctl ??= new GuestCtl(this.opts.guestctl ?? GUESTCTL);
-    try {
-      await this.ctl.run(args);
-    } catch (err) {
-      throw new AgentError('E_GUEST_IO', `guestctl ${args[0]}: ${(err as Error).message}`);
     }
   }
 

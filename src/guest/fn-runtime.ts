@@ -9,6 +9,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { format } from 'node:util';
 import {
   FUNCTION_PORT_NAME,
   type HandlerError,
@@ -16,6 +17,7 @@ import {
   type RuntimeReply,
   type RuntimeRequest,
   TASK_DIR,
+  WARMUP_REQUEST_ID,
   encodeOutputLine,
   encodeRuntimeFrame,
 } from '../protocol/function.js';
@@ -77,6 +79,20 @@ async function loadHandler(): Promise<Handler> {
 }
 
 let handler: Handler | null = null;
+
+/**
+ * Stands in for the handler when a snapshot template warms the runtime: the invocation path
+ * (frames, JSON, request context, tagged output, formatting) runs once and is compiled before
+ * the snapshot, so clones do not compile it on their first request. The user's handler is never
+ * called in a template (it could have effects); only its module's top level ran.
+ */
+const warmHandler: Handler = async (event, context) => {
+  process.stdout.write(format('%s %o', 'warm', event));
+  console.log('warm %s', JSON.stringify(event));
+  console.error('warm');
+  (context as { getRemainingTimeInMillis: () => number }).getRemainingTimeInMillis();
+  return { event, at: new Date().toISOString() };
+};
 let initError: HandlerError | null = null;
 
 /** One invocation: the event in, one reply frame out (result JSON as the body). */
@@ -84,12 +100,13 @@ async function invoke(
   req: { id: number; requestId: string; deadline: number },
   raw: Buffer,
   send: (header: RuntimeReply, body?: Buffer) => void,
+  use: Handler | null = handler,
 ): Promise<void> {
   const t0 = performance.now();
   const durationMs = () => Math.round((performance.now() - t0) * 1000) / 1000;
   const fail = (error: HandlerError) =>
     send({ t: 'reply', id: req.id, ok: false, durationMs: durationMs(), error });
-  if (!handler) {
+  if (!use) {
     fail(initError ?? { type: 'InitError', message: 'not loaded' });
     return;
   }
@@ -112,7 +129,7 @@ async function invoke(
     deadlineMs: deadline,
     getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
   };
-  const h = handler;
+  const h = use;
   await als.run(req.requestId, async () => {
     let result: unknown;
     try {
@@ -168,6 +185,13 @@ function serve(): void {
         );
       } else if (req.t === 'invoke') {
         void invoke(req, body, send);
+      } else if (req.t === 'warm') {
+        void invoke(
+          { ...req, requestId: WARMUP_REQUEST_ID, deadline: Date.now() + 60_000 },
+          body,
+          send,
+          warmHandler,
+        );
       } else if (req.t === 'restore') {
         reseedMathRandom(Buffer.from(req.seed, 'hex'));
       }

@@ -4,12 +4,32 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { AGENT_PORT_NAME } from '../protocol/messages.js';
+import { AGENT_PORT_NAME, CONTROL_PORT_NAME } from '../protocol/messages.js';
 import { Agent } from './agent.js';
-import { openPort, portWriter, readPort } from './port.js';
+import { findPort, openPort, portWriter, readPort } from './port.js';
 
 /** Guest image script run once after ready (memory give-back; see guest-assets/post-boot.sh). */
 const POST_BOOT = '/opt/isola/post-boot';
+/** Serves the control port (clock, hostname, entropy after a restore): guest-assets/guestctl.c. */
+const GUESTCTL = '/opt/isola/guestctl';
+/** A guestctl that died is started again after this. */
+const GUESTCTL_RESTART_MS = 1000;
+
+/** Keep `guestctl serve` on the control port for the guest's life (started before any snapshot). */
+function serveControlPort(): void {
+  let port: string;
+  try {
+    port = findPort(CONTROL_PORT_NAME);
+  } catch {
+    return; // an older host without the port
+  }
+  const start = () => {
+    const child = spawn(GUESTCTL, ['serve', port], { stdio: ['ignore', 'ignore', 'inherit'] });
+    child.on('error', () => undefined);
+    child.on('exit', () => setTimeout(start, GUESTCTL_RESTART_MS).unref());
+  };
+  start();
+}
 
 function main(): void {
   const stdio = process.argv.includes('--stdio');
@@ -30,7 +50,7 @@ function main(): void {
   const agent = new Agent({
     write,
     // Inside the VM the agent has -1000; what it starts gets the kernel's default back.
-    ...(stdio ? {} : { childOomScoreAdj: 0, startGuestctl: true }),
+    ...(stdio ? {} : { childOomScoreAdj: 0 }),
     onShutdown: () => {
       agent.killAll();
       if (stdio) process.exit(0);
@@ -50,6 +70,7 @@ function main(): void {
     });
   } else {
     readPort(fd, (chunk) => agent.onData(chunk));
+    serveControlPort();
   }
   agent.sendReady();
   if (!stdio && existsSync(POST_BOOT)) {

@@ -29,6 +29,7 @@ import {
   RuntimeFrameDecoder,
   type RuntimeReply,
   TASK_DIR,
+  WARMUP_REQUEST_ID,
   decodeOutputLine,
   encodeRuntimeFrame,
   heapLimitMiB,
@@ -231,7 +232,6 @@ export class Instance {
       spawnMs: r?.spawnMs ?? 0,
       loadMs: r?.loadMs ?? 0,
       resumeMs: r?.resumeMs ?? 0,
-      identityMs: r?.identityMs ?? 0,
       restoreMs: r?.totalMs ?? 0,
     };
     return true;
@@ -320,6 +320,8 @@ export class Instance {
       this.spec.onOutput({ requestId: sole, stream, line: d.raw.slice(0, MAX_LOG_LINE) });
       return;
     }
+    // A snapshot template's warm-up output, replayed by a clone's restored queues.
+    if (d.r === WARMUP_REQUEST_ID) return;
     const s: LogStream = d.s === 'e' ? 'stderr' : 'stdout';
     for (const line of d.t.replace(/\n$/, '').split('\n')) {
       this.spec.onOutput({ requestId: d.r ?? sole, stream: s, line: line.slice(0, MAX_LOG_LINE) });
@@ -772,7 +774,7 @@ export class RuntimeChannel {
   }
 
   call(
-    req: { t: 'health' } | { t: 'invoke'; requestId: string; deadline: number },
+    req: { t: 'health' } | { t: 'warm' } | { t: 'invoke'; requestId: string; deadline: number },
     body: Buffer | undefined,
     timeoutMs: number,
   ): Promise<{ header: RuntimeReply; body: Buffer }> {

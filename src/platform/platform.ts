@@ -22,13 +22,13 @@ import {
   stripUndefined,
 } from './config.js';
 import { Instance, type InvokeOutcome } from './instance.js';
-import { DEFAULT_SNAPSHOT_POLICY, type FunctionImage, SnapshotManager } from './snapshots.js';
 import { newKey, parseKey, secretMatches } from './keys.js';
 import { LogSink } from './logs.js';
 import { Counter, Gauge, Histogram, Registry } from './metrics.js';
 import { type GroupSpec, type Lease, Pool } from './pool.js';
 import { DEFAULT_ALIAS, parseTarget, pickVersion } from './routing.js';
 import { SecretBox } from './secrets.js';
+import { DEFAULT_SNAPSHOT_POLICY, type FunctionImage, SnapshotManager } from './snapshots.js';
 import type {
   AliasRecord,
   ApiKey,
@@ -165,9 +165,9 @@ export class Platform {
     }
     const p = new Platform(opts);
     // Snapshots of other guest builds, half-built ones and those of old versions go.
-    await p.snapshots?.gc().catch((err: unknown) =>
-      process.stderr.write(`isola: snapshot clean-up: ${String(err)}\n`),
-    );
+    await p.snapshots
+      ?.gc()
+      .catch((err: unknown) => process.stderr.write(`isola: snapshot clean-up: ${String(err)}\n`));
     for (const t of await p.store.listTenants()) {
       p.tenantCache.set(t.id, t);
       // Warm pools come back after a restart (in the background: starting may take a while).

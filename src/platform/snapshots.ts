@@ -42,6 +42,10 @@ import { INIT_TIMEOUT_MS, type InstanceSpec, RuntimeChannel, nodeRuntimeExec } f
 export const SLOT_BYTES = 512 * 1024 * 1024;
 /** A failed function snapshot is not tried again sooner than this (the instance boots). */
 const BUILD_RETRY_MS = 60_000;
+/** A taken pre-spawned VMM is replaced this long after (the clone's first request goes first). */
+const REFILL_DELAY_MS = 300;
+/** Stand-in invocations a template runs before its snapshot (fn-runtime.ts warmHandler). */
+const WARMUP_ROUNDS = 3;
 /** Snapshot builds at once: each keeps a vCPU busy for seconds under TCG. */
 const BUILD_CONCURRENCY = 2;
 
@@ -110,7 +114,8 @@ export class SnapshotManager {
     const inputs = await this.currentInputs();
     const removed: string[] = [];
     for (const name of readdirSync(this.dir)) {
-      const keep = name === 'slot.img' || (name.startsWith('base-') && this.isCurrentBase(name, inputs));
+      const keep =
+        name === 'slot.img' || (name.startsWith('base-') && this.isCurrentBase(name, inputs));
       if (!keep) {
         rmSync(path.join(this.dir, name), { recursive: true, force: true });
         removed.push(name);
@@ -158,7 +163,9 @@ export class SnapshotManager {
     const spare = entry.spare.shift();
     if (spare) this.stats.prespawned++;
     const sandbox = spare ?? (await this.driver.fromSnapshot(entry.dir));
-    this.fill(entry);
+    // The replacement VMM is spawned after this clone's first moments: both want the host's
+    // CPUs, and the clone is what a request waits for.
+    setTimeout(() => this.fill(entry), REFILL_DELAY_MS).unref();
     try {
       await sandbox.start();
     } catch (err) {
@@ -400,6 +407,13 @@ export class SnapshotManager {
           throw new IsolaError(
             'E_SNAPSHOT',
             `handler did not load: ${health.header.error?.message ?? 'unknown'}`,
+          );
+        }
+        for (let i = 0; i < WARMUP_ROUNDS; i++) {
+          await rt.call(
+            { t: 'warm' },
+            Buffer.from(JSON.stringify({ warm: i, path: '/x?y=1' })),
+            INIT_TIMEOUT_MS,
           );
         }
         const meta = await sb.snapshot(tmp, {

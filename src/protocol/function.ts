@@ -19,6 +19,8 @@ export const TASK_DIR = '/var/task';
 export const RUNTIME_SCRIPT = '/opt/isola/agent/src/guest/fn-runtime.js';
 
 export const HEADER_REQUEST_ID = 'x-isola-request-id';
+/** The request id of a snapshot template's warm-up invocations (their output is dropped). */
+export const WARMUP_REQUEST_ID = 'warmup';
 
 export interface HandlerError {
   type: string;
@@ -31,7 +33,9 @@ export type RuntimeRequest =
   | { t: 'invoke'; id: number; requestId: string; deadline: number }
   // First frame to a runtime restored from a snapshot (no reply): fresh seed (hex) for what
   // cannot reseed itself (guest/clone-random.ts).
-  | { t: 'restore'; id: number; seed: string };
+  | { t: 'restore'; id: number; seed: string }
+  // A snapshot template's warm-up: the invocation path with a stand-in handler (a reply follows).
+  | { t: 'warm'; id: number };
 
 export type RuntimeReply =
   | { t: 'health'; id: number; ready: boolean; error?: HandlerError }

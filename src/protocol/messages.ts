@@ -14,6 +14,12 @@ import { FRAME_BODY_CHUNK } from './frame.js';
 export const PROTOCOL_VERSION = 3;
 /** Name of the virtio-serial port the host creates and the agent looks for. */
 export const AGENT_PORT_NAME = 'isola.agent';
+/**
+ * The control port: `guestctl serve` reads one command per line ("ID CMD ARGS...") and answers
+ * "ID STATUS". After a restore the host sets the clone's clock, hostname and entropy here, with
+ * no JavaScript on the path (what runs first after a restore is slow under TCG).
+ */
+export const CONTROL_PORT_NAME = 'isola.ctl';
 /** Version of the agent program; part of the guest image digest, reported by `info`. */
 export const AGENT_VERSION = '0.3.0';
 
@@ -65,10 +71,7 @@ export type Request =
   // back, `end` says the guest side half-closed, `closed` that the connection is gone.
   | { id: number; op: 'connect'; port: number }
   | { id: number; op: 'send'; connId: number; eof?: boolean } // body = bytes
-  | { id: number; op: 'close'; connId: number }
-  // After a restore from a snapshot: the clone's own identity. The wall clock (epoch ms), the
-  // hostname, and fresh entropy (hex) mixed into the guest kernel's pool with a CRNG reseed.
-  | { id: number; op: 'identity'; hostname: string; timeMs: number; entropy: string };
+  | { id: number; op: 'close'; connId: number };
 
 export type Op = Request['op'];
 export const OPS: readonly Op[] = [
@@ -84,7 +87,6 @@ export const OPS: readonly Op[] = [
   'connect',
   'send',
   'close',
-  'identity',
 ];
 
 export interface GuestInfo {
@@ -150,7 +152,6 @@ const ALLOWED: Record<Op, readonly string[]> = {
   connect: ['port'],
   send: ['connId', 'eof'],
   close: ['connId'],
-  identity: ['hostname', 'timeMs', 'entropy'],
 };
 
 /**
@@ -230,13 +231,7 @@ export function parseRequest(
     case 'wait':
       if (!isInt(v.execId)) return bad('wait.execId must be an integer');
       break;
-    case 'identity':
-      if (!isStr(v.hostname, 63) || !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i.test(v.hostname))
-        return bad('identity.hostname must be a hostname label');
-      if (!isInt(v.timeMs, 1)) return bad('identity.timeMs must be a positive integer');
-      if (!isStr(v.entropy, 1024) || !/^([0-9a-f]{2}){16,512}$/.test(v.entropy))
-        return bad('identity.entropy must be 16 to 512 bytes of lowercase hex');
-      break;
+
     case 'readFile':
       if (!isStr(v.path, 4096) || !v.path.startsWith('/'))
         return bad('readFile.path must be an absolute path');

@@ -68,10 +68,21 @@ export class AgentClient extends EventEmitter implements ConnTransport {
   private closed = false;
   /** Frames are ignored until the hello nonce comes back (stale replies after a restore). */
   private handshakeNonce: string | null = null;
+  /** The hello in flight: other requests wait for it (their replies would be dropped). */
+  private handshake: Promise<unknown> | null = null;
   readonly protocolErrors: string[] = [];
 
-  constructor(private readonly stream: Duplex) {
+  /**
+   * `firstId`: a clone restored from a snapshot starts its request ids at a random number, so a
+   * reply the snapshot's source was sent last (its queues come back with the guest) never
+   * matches one of its requests; it needs no handshake before its first request.
+   */
+  constructor(
+    private readonly stream: Duplex,
+    opts: { firstId?: number } = {},
+  ) {
     super();
+    this.nextId = opts.firstId ?? 1;
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('close', () => this.onClose());
     stream.on('error', () => {}); // 'close' follows
@@ -102,19 +113,14 @@ export class AgentClient extends EventEmitter implements ConnTransport {
   ): Promise<{ version: number; agentVersion: string }> {
     const nonce = randomUUID();
     this.handshakeNonce = nonce;
-    const { result } = await this.request(
-      { op: 'hello', version: PROTOCOL_VERSION, nonce },
-      undefined,
-      timeoutMs,
-    );
+    const p = this.request({ op: 'hello', version: PROTOCOL_VERSION, nonce }, undefined, timeoutMs);
+    this.handshake = p;
+    p.catch(() => undefined);
+    const { result } = await p;
+    if (this.handshake === p) this.handshake = null;
     const r = result as { nonce: string; version: number; agentVersion: string };
     if (r.nonce !== nonce) throw new IsolaError('E_AGENT_PROTOCOL', 'hello nonce mismatch');
     return { version: r.version, agentVersion: r.agentVersion };
-  }
-
-  /** Give a restored clone its own identity: clock, hostname, fresh kernel entropy. */
-  async identity(hostname: string, timeMs: number, entropy: Buffer): Promise<void> {
-    await this.request({ op: 'identity', hostname, timeMs, entropy: entropy.toString('hex') });
   }
 
   async info(): Promise<GuestInfo> {
@@ -245,6 +251,9 @@ export class AgentClient extends EventEmitter implements ConnTransport {
       return Promise.reject(
         new IsolaError('E_AGENT_DISCONNECTED', `agent channel closed; cannot ${req.op}`),
       );
+    }
+    if (this.handshake && this.handshakeNonce !== null && req.op !== 'hello') {
+      return this.handshake.then(() => this.request(req, body, timeoutMs));
     }
     const id = this.nextId++;
     const clean = Object.fromEntries(Object.entries(req).filter(([, v]) => v !== undefined));

@@ -59,10 +59,8 @@ export interface RestoreReport {
   spawnMs: number;
   /** Loading the device state (the RAM is mapped, not copied). */
   loadMs: number;
-  /** CPUs released until the agent answered the handshake. */
+  /** CPUs released until the guest answered on the control port with its new identity. */
   resumeMs: number;
-  /** Clock, hostname and entropy set in the guest. */
-  identityMs: number;
   /** start() call until running. */
   totalMs: number;
 }

@@ -121,6 +121,7 @@ async function probeGuest(
       hostname: 'probe',
       qmpSocket: path.join(dir, 'qmp.sock'),
       agentSocket: path.join(dir, 'agent.sock'),
+      controlSocket: path.join(dir, 'ctl.sock'),
       consoleSocket: path.join(dir, 'console.sock'),
       paused: false,
       tcgTbSizeMiB: 32,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { FUNCTION_PORT_NAME } from '../protocol/function.js';
-import { AGENT_PORT_NAME } from '../protocol/messages.js';
+import { AGENT_PORT_NAME, CONTROL_PORT_NAME } from '../protocol/messages.js';
 import { type VmDescription, buildQemuArgs, escapeOpt, kernelCmdline } from './qemu-args.js';
 
 function vm(over: Partial<VmDescription> = {}): VmDescription {
@@ -17,6 +17,7 @@ function vm(over: Partial<VmDescription> = {}): VmDescription {
     hostname: 'myhost',
     qmpSocket: '/run/isola/sb-123/qmp.sock',
     agentSocket: '/run/isola/sb-123/agent.sock',
+    controlSocket: '/run/isola/sb-123/ctl.sock',
     consoleSocket: '/run/isola/sb-123/console.sock',
     paused: false,
     tcgTbSizeMiB: 64,
@@ -167,6 +168,7 @@ describe('buildQemuArgs', () => {
       vm({
         rootfs: '/a,b/guest.ext4',
         agentSocket: '/run/x,y/agent.sock',
+        controlSocket: '/run/x,y/ctl.sock',
         consoleSocket: '/run/x,y/console.sock',
         drives: [{ id: 'd', path: '/data,readonly=off', readonly: true }],
       }),
@@ -212,15 +214,27 @@ describe('buildQemuArgs', () => {
 
   test('a function port is a second named virtserialport only when asked', () => {
     const without = buildQemuArgs(vm());
-    assert.ok(valuesOf(without, '-device').includes('virtio-serial-device,max_ports=2'));
+    assert.ok(valuesOf(without, '-device').includes('virtio-serial-device,max_ports=3'));
     assert.ok(!valuesOf(without, '-chardev').some((c) => c.startsWith('socket,id=fn,')));
     const args = buildQemuArgs(vm({ functionSocket: '/run/isola/sb-123/fn.sock' }));
     const devices = valuesOf(args, '-device');
-    assert.ok(devices.includes('virtio-serial-device,max_ports=3'));
+    assert.ok(devices.includes('virtio-serial-device,max_ports=4'));
     assert.ok(devices.includes(`virtserialport,chardev=fn,name=${FUNCTION_PORT_NAME}`));
     assert.ok(
       valuesOf(args, '-chardev').includes(
         'socket,id=fn,path=/run/isola/sb-123/fn.sock,server=on,wait=off',
+      ),
+    );
+  });
+
+  test('the control port is always there, on its own socket', () => {
+    const args = buildQemuArgs(vm());
+    assert.ok(
+      valuesOf(args, '-device').includes(`virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`),
+    );
+    assert.ok(
+      valuesOf(args, '-chardev').includes(
+        'socket,id=ctl,path=/run/isola/sb-123/ctl.sock,server=on,wait=off',
       ),
     );
   });
@@ -291,7 +305,9 @@ describe('kernelCmdline', () => {
         'memory-backend-file,id=ram,size=384M,mem-path=/s/a,,b/mem,share=on',
       ),
     );
-    const clone = buildQemuArgs(vm({ memoryFile: { path: '/s/mem', share: false }, incoming: true }));
+    const clone = buildQemuArgs(
+      vm({ memoryFile: { path: '/s/mem', share: false }, incoming: true }),
+    );
     assert.ok(
       valuesOf(clone, '-object').includes(
         'memory-backend-file,id=ram,size=384M,mem-path=/s/mem,share=off',

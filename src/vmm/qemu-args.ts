@@ -4,7 +4,7 @@
 // a TCG guest hangs about half the time calibrating its TSC (../shared/HOST-NOTES.md).
 
 import { FUNCTION_PORT_NAME } from '../protocol/function.js';
-import { AGENT_PORT_NAME } from '../protocol/messages.js';
+import { AGENT_PORT_NAME, CONTROL_PORT_NAME } from '../protocol/messages.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -29,6 +29,8 @@ export interface VmDescription {
   hostname: string;
   qmpSocket: string;
   agentSocket: string;
+  /** The control port (CONTROL_PORT_NAME), served in the guest by guestctl. */
+  controlSocket: string;
   /**
    * A second virtio-serial port, named FUNCTION_PORT_NAME, for a function runtime to talk to the
    * host directly (no agent hop on the invocation path).
@@ -152,11 +154,16 @@ export function buildQemuArgs(vm: VmDescription): string[] {
     }
     args.push(
       '-device',
-      `virtio-serial-device,max_ports=${vm.functionSocket ? 3 : 2}`,
+      // Port 0 is reserved (console compatibility): one more than the named ports.
+      `virtio-serial-device,max_ports=${vm.functionSocket ? 4 : 3}`,
       '-chardev',
       `socket,id=agent,path=${escapeOpt(vm.agentSocket)},server=on,wait=off`,
       '-device',
       `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+      '-chardev',
+      `socket,id=ctl,path=${escapeOpt(vm.controlSocket)},server=on,wait=off`,
+      '-device',
+      `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
       ...(vm.functionSocket
         ? [
             '-chardev',

@@ -4,8 +4,9 @@
 // release the CPUs, wait for the agent; a boot that does not reach the agent within the watchdog
 // time is killed and retried (counted in the boot report).
 
-import { randomBytes } from 'node:crypto';
-import { constants, copyFileSync, existsSync, rmSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { chmodSync, existsSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { loadAssets, runDir } from '../../assets/paths.js';
@@ -28,6 +29,7 @@ import {
   kernelBootTimeoutMs,
 } from '../../vmm/timeouts.js';
 import { AgentClient, type ExecIo } from '../agent-client.js';
+import { ControlChannel } from '../control-channel.js';
 import { type SandboxState, nextState } from '../lifecycle.js';
 import { reap } from '../reaper.js';
 import { type OwnerRecord, newOwnerRecord, sandboxDir, writeOwnerRecord } from '../run-record.js';
@@ -159,8 +161,20 @@ export class MicroVmDriver implements SandboxDriver {
       if (existsSync(opts.memoryFile)) {
         throw new IsolaError('E_INVALID_SPEC', `memoryFile ${opts.memoryFile} already exists`);
       }
-      // A reflink where the filesystem has them; else a copy (only the written pages).
-      copyFileSync(path.join(dir, SNAPSHOT_MEMORY), opts.memoryFile, constants.COPYFILE_FICLONE);
+      // A reflink where the filesystem has them; else a copy that keeps the holes (pages the
+      // guest never wrote, or gave back through free page reporting) as holes.
+      try {
+        execFileSync(
+          'cp',
+          ['--sparse=always', '--reflink=auto', path.join(dir, SNAPSHOT_MEMORY), opts.memoryFile],
+          { stdio: ['ignore', 'ignore', 'pipe'] },
+        );
+      } catch (err) {
+        throw new IsolaError(
+          'E_SNAPSHOT',
+          `cannot copy the snapshot's memory: ${String((err as { stderr?: Buffer }).stderr ?? err)}`,
+        );
+      }
     }
     const spec = parseSandboxSpec({
       ...(opts.memoryFile ? { memoryFile: opts.memoryFile } : {}),
@@ -199,6 +213,7 @@ interface Attempt {
   qemu: QemuProcess;
   qmp: QmpClient | null;
   agent: AgentClient | null;
+  ctl: ControlChannel | null;
 }
 
 class MicroVmSandbox implements Sandbox {
@@ -220,7 +235,11 @@ class MicroVmSandbox implements Sandbox {
     private readonly tscKhz: number | null,
     private readonly files: { kernel: string; initrd: string; rootfs: string },
     /** Set for a sandbox that resumes a snapshot instead of booting. */
-    private readonly source: { dir: string; meta: SnapshotMeta; clockOffsetMs: number } | null = null,
+    private readonly source: {
+      dir: string;
+      meta: SnapshotMeta;
+      clockOffsetMs: number;
+    } | null = null,
   ) {
     this.dir = sandboxDir(id);
     this.record = newOwnerRecord(id, sandboxCgroupPaths(id));
@@ -330,6 +349,7 @@ class MicroVmSandbox implements Sandbox {
     return {
       qmpSocket: path.join(this.dir, 'qmp.sock'),
       agentSocket: path.join(this.dir, 'agent.sock'),
+      controlSocket: path.join(this.dir, 'ctl.sock'),
       consoleSocket: path.join(this.dir, 'console.sock'),
       functionSocket: path.join(this.dir, 'fn.sock'),
     };
@@ -368,6 +388,7 @@ class MicroVmSandbox implements Sandbox {
       hostname: this.source?.meta.vm.hostname ?? this.spec.hostname ?? this.id,
       qmpSocket: socks.qmpSocket,
       agentSocket: socks.agentSocket,
+      controlSocket: socks.controlSocket,
       consoleSocket: socks.consoleSocket,
       ...(this.spec.functionPort ? { functionSocket: socks.functionSocket } : {}),
       paused: true,
@@ -385,7 +406,7 @@ class MicroVmSandbox implements Sandbox {
           : {}),
     };
     const qemu = await QemuProcess.spawn(buildQemuArgs(vm), { cgroupProcs: cg.procsFiles });
-    const attempt: Attempt = { qemu, qmp: null, agent: null };
+    const attempt: Attempt = { qemu, qmp: null, agent: null, ctl: null };
     this.current = attempt;
     this.record.qemuPid = qemu.pid;
     this.record.qemuStartTime = processStartTime(qemu.pid);
@@ -402,7 +423,13 @@ class MicroVmSandbox implements Sandbox {
     );
     await race(qemu.attachConsole(socks.consoleSocket, left()));
     const agentSock = await race(connectUnix(socks.agentSocket, left()));
-    attempt.agent = new AgentClient(agentSock);
+    attempt.agent = new AgentClient(
+      agentSock,
+      this.source ? { firstId: randomInt(1, 2 ** 30) } : {},
+    );
+    // Connected for the VM's whole life, so that guestctl's reads on the port block (no host
+    // means end-of-file to the guest), in a snapshot's source as in its clones.
+    attempt.ctl = new ControlChannel(await race(connectUnix(socks.controlSocket, left())));
     return { attempt, race };
   }
 
@@ -497,15 +524,19 @@ class MicroVmSandbox implements Sandbox {
       await race(waitMigration(a.qmp, left()));
       const tCont = performance.now();
       await race(a.qmp.execute('cont'));
-      // The guest's virtio-serial queues come back as they were: stale replies are dropped
-      // until the agent echoes this handshake's fresh nonce.
-      await race(a.agent.hello(left()));
-      const tHello = performance.now();
+      // The guest's virtio-serial queues come back as they were: a reply the source was sent
+      // last may arrive again. The agent client's request ids start at a random number here,
+      // so such a reply matches nothing (no handshake on the restore path; the agent's version
+      // is part of the snapshot's inputs). Its own identity before anything in the guest uses the clock or draws random numbers.
       await race(
-        a.agent.identity(
-          this.spec.hostname ?? this.id,
-          Date.now() + this.source!.clockOffsetMs,
-          randomBytes(CLONE_ENTROPY_BYTES),
+        a.ctl!.call(
+          [
+            'identity',
+            String(Date.now() + this.source!.clockOffsetMs),
+            this.spec.hostname ?? this.id,
+            randomBytes(CLONE_ENTROPY_BYTES).toString('hex'),
+          ],
+          left(),
         ),
       );
       const tDone = performance.now();
@@ -514,8 +545,7 @@ class MicroVmSandbox implements Sandbox {
         prespawned,
         spawnMs,
         loadMs: tCont - tLoad,
-        resumeMs: tHello - tCont,
-        identityMs: tDone - tHello,
+        resumeMs: tDone - tCont,
         totalMs: tDone - t0,
       };
       this.move('booted');
@@ -549,7 +579,10 @@ class MicroVmSandbox implements Sandbox {
     }
     const inputs = await new MicroVmDriver().snapshotInputs();
     if (inputs.accel !== this.accel) {
-      throw new IsolaError('E_SNAPSHOT', `this sandbox runs ${this.accel}, the host now ${inputs.accel}`);
+      throw new IsolaError(
+        'E_SNAPSHOT',
+        `this sandbox runs ${this.accel}, the host now ${inputs.accel}`,
+      );
     }
     this.move('stop');
     try {
@@ -584,6 +617,8 @@ class MicroVmSandbox implements Sandbox {
       if (path.basename(mem) !== SNAPSHOT_MEMORY) {
         throw new IsolaError('E_SNAPSHOT', `memoryFile must be named ${SNAPSHOT_MEMORY}`);
       }
+      // The guest's memory may hold a function's secrets: the owner only.
+      for (const f of [mem, state]) chmodSync(f, 0o600);
       writeSnapshotMeta(dir, meta);
       return meta;
     } catch (err) {
@@ -711,6 +746,7 @@ class MicroVmSandbox implements Sandbox {
     this.current = null;
     if (a) {
       a.agent?.close();
+      a.ctl?.close();
       a.qmp?.close();
       await a.qemu.kill();
     }
