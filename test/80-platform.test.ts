@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runDir } from '../src/assets/paths.js';
+import { QUEUE_FACTOR } from '../src/platform/admission.js';
 import { findQemuProcesses } from '../src/sandbox/reaper.js';
 import { ISOLA_BIN, ROOT, leftovers, sleep } from './helpers.js';
 import { type TestPostgres, startPostgres } from './pg-helpers.js';
@@ -22,6 +23,7 @@ import {
   cleanup,
   cli,
   loadOpenApi,
+  snapshotReady,
   startServer,
   tempDir,
 } from './platform-helpers.js';
@@ -130,13 +132,14 @@ describe('platform: one server, shared functions', () => {
     assert.equal(r.status, 200);
   });
 
-  test('deploy a Node.js bundle with the CLI; first invoke boots, the second is warm', async () => {
+  test('deploy a Node.js bundle with the CLI; the first invoke restores its snapshot, the second is warm', async () => {
     const d = cli(['deploy', 'hello', HELLO, '--memory', '256', '--timeout', '20'], env);
     assert.equal(d.code, 0, d.stderr);
     assert.match(d.stdout, /deployed hello version 1/);
+    assert.equal(await snapshotReady(call, acmeKey, 'hello'), 'ready');
     const first = await invoke('hello', { name: 'Ada' });
     assert.equal(first.status, 200, first.text);
-    assert.equal(first.headers.get('x-isola-start'), 'booted');
+    assert.equal(first.headers.get('x-isola-start'), 'restored');
     const b = first.body as { result: { message: string; kernel: string }; start: string };
     assert.equal(b.result.message, 'Hello, Ada!');
     assert.notEqual(b.result.kernel, os.release(), 'the function runs on the guest kernel');
@@ -295,7 +298,7 @@ describe('platform: one server, shared functions', () => {
     // Each failure replaced the instance; the function works again.
     const ok = await invoke('mb', { mode: 'echo' });
     assert.equal(ok.status, 200, ok.text);
-    assert.equal(ok.headers.get('x-isola-start'), 'booted');
+    assert.notEqual(ok.headers.get('x-isola-start'), 'warm', 'a new instance');
     const sys = JSON.parse(cli(['logs', 'mb', '--json'], env).stdout) as Array<{
       stream: string;
       line: string;
@@ -538,7 +541,7 @@ describe('platform: one server, shared functions', () => {
     assert.equal((await call('DELETE', `/v1/keys/${k2.id}`, { key: globexKey })).status, 404);
   });
 
-  test('limits: tenant concurrency gives 429 with Retry-After; scale to zero after the idle timeout', async () => {
+  test('limits: over its concurrency a tenant queues (bounded), then 429 with Retry-After; scale to zero after the idle timeout', async () => {
     assert.equal(
       cli(['deploy', 'slow', path.join(FIXTURES, 'misbehave'), '--idle-timeout', '2'], {
         ...env,
@@ -555,10 +558,16 @@ describe('platform: one server, shared functions', () => {
     assert.equal(lim.status, 200);
     const long = invoke('slow', { mode: 'sleep', ms: 1500 }, globexKey);
     await sleep(300);
+    // The queue holds QUEUE_FACTOR x 1 requests behind the running one; the next is refused.
+    const queued = Array.from({ length: QUEUE_FACTOR }, () =>
+      invoke('slow', { mode: 'sleep', ms: 10 }, globexKey),
+    );
+    await sleep(100);
     const refused = await invoke('slow', { mode: 'sleep', ms: 10 }, globexKey);
     assert.equal(refused.status, 429, refused.text);
     assert.equal(refused.headers.get('retry-after'), '1');
     assert.equal((await long).status, 200);
+    for (const q of await Promise.all(queued)) assert.equal(q.status, 200, q.text);
     await call('PATCH', '/v1/tenants/globex', { key: srv.adminKey, json: { maxConcurrency: 100 } });
     const inst = await checked('GET', '/v1/instances', '/v1/instances', { key: globexKey });
     assert.equal((inst.body as { instances: unknown[] }).instances.length, 1);
@@ -566,7 +575,7 @@ describe('platform: one server, shared functions', () => {
     const gone = await call('GET', '/v1/instances', { key: globexKey });
     assert.deepEqual((gone.body as { instances: unknown[] }).instances, [], 'scaled to zero');
     const again = await invoke('slow', { mode: 'sleep', ms: 1 }, globexKey);
-    assert.equal(again.headers.get('x-isola-start'), 'booted');
+    assert.notEqual(again.headers.get('x-isola-start'), 'warm');
   });
 
   test('warm pool: --min 1 starts an instance before any request; it goes when the minimum does', async () => {
@@ -709,6 +718,7 @@ describe('platform: crash safety and graceful stop', () => {
         headers: { 'content-type': 'application/x-tar' },
       }).catch(() => null);
       await sleep(30);
+      const doomed = findQemuProcesses(runDir()).map((q) => q.pid);
       await srv.stop('SIGKILL');
       stop = true;
       await Promise.all(loops);
@@ -717,7 +727,8 @@ describe('platform: crash safety and graceful stop', () => {
       // The dead server's QEMU processes die with it (parent-death signal) or are reaped now.
       srv = await startServer({ dataDir });
       await sleep(500);
-      assert.equal(qemuCount(), 0, 'no QEMU process of the killed server');
+      const alive = doomed.filter((pid) => existsSync(`/proc/${pid}`));
+      assert.deepEqual(alive, [], 'no QEMU process of the killed server');
       // The restarted server reaped the dead one's sandbox folders and cgroups.
       assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
       assert.deepEqual(readdirSync(path.join(dataDir, 'instances')), []);

@@ -213,3 +213,24 @@ export function checkContract(
 export function cleanup(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
+
+/**
+ * Wait until the function's latest version has its start snapshot (built in the background
+ * after a deploy); returns the final state (ready, failed, ...) or 'timeout'.
+ */
+export async function snapshotReady(
+  call: (method: string, route: string, opts?: Parameters<typeof api>[3]) => Promise<ApiReply>,
+  key: string,
+  fn: string,
+  timeoutMs = 120_000,
+  extraHeaders: Record<string, string> = {},
+): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await call('GET', `/v1/functions/${fn}`, { key, headers: extraHeaders });
+    const state = (r.body as { snapshot?: string }).snapshot ?? `HTTP ${r.status}`;
+    if (state !== 'building' && state !== 'none') return state;
+    if (Date.now() > deadline) return 'timeout';
+    await new Promise((res) => setTimeout(res, 250));
+  }
+}

@@ -194,6 +194,7 @@ function serve(): void {
         );
       } else if (req.t === 'restore') {
         reseedMathRandom(Buffer.from(req.seed, 'hex'));
+        Object.assign(process.env, req.env);
       }
     }
   });

@@ -82,6 +82,8 @@ export interface InstanceSpec {
    * fails the instance boots, and says why in the function's log.
    */
   restore?: () => Promise<Clone>;
+  /** Environment a clone's runtime gets on restore (secrets, which snapshots never hold). */
+  restoreEnv?: Record<string, string>;
 }
 
 export interface InvokeOutcome {
@@ -223,7 +225,11 @@ export class Instance {
     this.proc = clone.sandbox.attach(execId, pid, this.outputIo());
     this.watchExit();
     const rt = new RuntimeChannel(await clone.sandbox.functionChannel(), randomInt(1, 2 ** 30));
-    rt.notify({ t: 'restore', seed: randomBytes(32).toString('hex') });
+    rt.notify({
+      t: 'restore',
+      seed: randomBytes(32).toString('hex'),
+      env: this.spec.restoreEnv ?? {},
+    });
     this.rt = rt;
     this.startKind = clone.built ? 'booted' : 'restored';
     const r = clone.sandbox.restore;
@@ -808,7 +814,7 @@ export class RuntimeChannel {
   }
 
   /** A frame that has no reply. */
-  notify(req: { t: 'restore'; seed: string }): void {
+  notify(req: { t: 'restore'; seed: string; env: Record<string, string> }): void {
     if (!this.closedWith) this.conn.write(encodeRuntimeFrame({ ...req, id: 0 }));
   }
 

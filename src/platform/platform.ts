@@ -13,6 +13,7 @@ import { resolveImage } from '../image/images.js';
 import { pullImage } from '../image/pull.js';
 import { ensureRootfsImage, mkfsFromDir } from '../image/rootfs.js';
 import { type ImageRecord, ImageStore } from '../image/store/store.js';
+import { AdmissionGate } from './admission.js';
 import { prepareBundle } from './bundle/bundle.js';
 import {
   type ConfigPatch,
@@ -83,7 +84,8 @@ export class Platform {
   readonly metrics = new Registry();
   private readonly box: SecretBox;
   private readonly tenantCache = new Map<string, Tenant>();
-  private readonly inflight = new Map<string, number>();
+  /** Per-tenant concurrency quota, with a bounded queue (admission.ts). */
+  readonly admission = new AdmissionGate();
   private draining = false;
   private readonly active = new Set<Promise<unknown>>();
   private images: ImageStore | null = null;
@@ -103,6 +105,12 @@ export class Platform {
     ),
     startTime: this.metrics.add(
       new Histogram('isola_start_duration_seconds', 'Time to get an instance, by start kind.'),
+    ),
+    startSteps: this.metrics.add(
+      new Histogram(
+        'isola_start_step_seconds',
+        'Instance start steps by start kind: restored (spawn, load, resume, restore) or booted (boot, load).',
+      ),
     ),
     queueWait: this.metrics.add(
       new Histogram('isola_queue_wait_seconds', 'Time requests waited for a busy instance.'),
@@ -130,13 +138,23 @@ export class Platform {
       tenantMemoryMiB: (tenantId) =>
         this.tenantCache.get(tenantId)?.maxMemoryMiB ?? TENANT_DEFAULTS.maxMemoryMiB,
       events: {
-        onStart: (spec, inst) =>
+        onStart: (spec, inst) => {
+          for (const [step, ms] of Object.entries(inst.startSteps)) {
+            if (step.endsWith('Ms'))
+              this.m.startSteps.observe(
+                { kind: inst.startKind, step: step.slice(0, -2) },
+                ms / 1000,
+              );
+          }
           this.systemLine(
             spec,
-            `instance ${inst.id} (version ${spec.version}) started in ${Math.round(inst.startMs)} ms`,
-          ),
+            `instance ${inst.id} (version ${spec.version}) ${inst.startKind} in ${Math.round(inst.startMs)} ms (${describeSteps(inst.startSteps)})`,
+          );
+        },
         onStop: (spec, inst, why) =>
           this.systemLine(spec, `instance ${inst.id} (version ${spec.version}) stopped: ${why}`),
+        // At zero nothing of the function runs: its pre-spawned VMMs go too.
+        onZero: (spec) => void this.snapshots?.park(spec.key),
       },
     });
     this.metrics.add(
@@ -148,8 +166,19 @@ export class Platform {
       }),
     );
     this.metrics.add(
+      new Gauge(
+        'isola_tenant_concurrency_peak',
+        'Most invocations a tenant had running at once since the server started (its quota bounds it).',
+        () =>
+          [...this.tenantCache.values()].map((t) => [
+            { tenant: t.name },
+            this.admission.peak(t.id),
+          ]),
+      ),
+    );
+    this.metrics.add(
       new Gauge('isola_inflight_invocations', 'Invocations running now.', () => [
-        [{}, [...this.inflight.values()].reduce((a, b) => a + b, 0)],
+        [{}, this.admission.totalRunning()],
       ]),
     );
   }
@@ -171,7 +200,9 @@ export class Platform {
     for (const t of await p.store.listTenants()) {
       p.tenantCache.set(t.id, t);
       // Warm pools come back after a restart (in the background: starting may take a while).
-      for (const f of await p.store.listFunctions(t.id)) p.prewarmSoon(f);
+      // Snapshots are not built here: a restart after an upgrade would build every function's
+      // at once; each is built when its version first starts (or on its next deploy).
+      for (const f of await p.store.listFunctions(t.id)) p.prewarmSoon(f, { snapshots: false });
     }
     return p;
   }
@@ -528,7 +559,12 @@ export class Platform {
     for (const s of await this.store.listSecrets(fn.id))
       secrets[s.name] = this.box.open(s.ciphertext, `${fn.id}/${s.name}`);
     this.logs.setSecrets(fn.id, Object.values(secrets));
-    this.pendingCreate.set(spec.key, { fn, version, env: { ...version.config.env, ...secrets } });
+    this.pendingCreate.set(spec.key, {
+      fn,
+      version,
+      env: { ...version.config.env, ...secrets },
+      secrets,
+    });
   }
 
   // --- invocation -------------------------------------------------------------------------
@@ -573,7 +609,7 @@ export class Platform {
    * groups it no longer serves scale to zero. Called after anything that changes what `live`
    * means: deploy, settings, alias moves, secrets.
    */
-  async prewarm(fn: FunctionRecord): Promise<void> {
+  async prewarm(fn: FunctionRecord, opts: { snapshots?: boolean } = {}): Promise<void> {
     const f = (await this.store.getFunctionById(fn.id)) ?? fn;
     const live = await this.store.getAlias(f.id, DEFAULT_ALIAS);
     const versions = live
@@ -589,7 +625,7 @@ export class Platform {
       // The snapshot is made ahead of the first start (as SnapStart does when a version is
       // published); the warm pool, if any, then starts from it.
       const image = this.functionImage(spec);
-      if (image) this.snapshots?.prepare(image);
+      if (image && opts.snapshots !== false) this.snapshots?.prepare(image);
       if (spec.minInstances > 0) this.pool.prewarm(spec);
     }
     this.pool.retire(f.id, keep);
@@ -597,8 +633,8 @@ export class Platform {
   }
 
   /** prewarm() in the background; a failure is the operator's to see, not the caller's. */
-  prewarmSoon(fn: FunctionRecord): void {
-    this.prewarm(fn).catch((err: unknown) =>
+  prewarmSoon(fn: FunctionRecord, opts: { snapshots?: boolean } = {}): void {
+    this.prewarm(fn, opts).catch((err: unknown) =>
       process.stderr.write(`isola: warm pool of ${fn.name}: ${String(err)}\n`),
     );
   }
@@ -606,7 +642,12 @@ export class Platform {
   /** Instance factory for the pool (the versions it needs are cached by the call that asks). */
   private readonly pendingCreate = new Map<
     string,
-    { fn: FunctionRecord; version: VersionRecord; env: Record<string, string> }
+    {
+      fn: FunctionRecord;
+      version: VersionRecord;
+      env: Record<string, string>;
+      secrets: Record<string, string>;
+    }
   >();
 
   /** What a Node.js version's snapshot is made of (null: an image function, or no context). */
@@ -614,13 +655,15 @@ export class Platform {
     const ctx = this.pendingCreate.get(spec.key);
     const src = ctx?.version.source;
     if (!ctx || src?.kind !== 'bundle') return null;
-    const { fn, version, env } = ctx;
+    const { fn, version } = ctx;
     return {
       group: { key: spec.key, tenantId: fn.tenantId, functionId: fn.id },
       functionName: fn.name,
       version: version.version,
       config: version.config,
-      env,
+      // Secrets never go into a snapshot (its memory is a file on disk): clones get them
+      // when restored, before their first invocation.
+      env: version.config.env,
       bundle: {
         image: this.bundleImage(src.digest.replace(/^sha256:/, '')),
         handler: src.handler,
@@ -680,7 +723,9 @@ export class Platform {
           }),
       workDir: path.join(this.opts.dataDir, 'instances', id),
       onOutput,
-      ...(this.snapshots && image ? { restore: () => this.snapshots!.clone(image) } : {}),
+      ...(this.snapshots && image
+        ? { restore: () => this.snapshots!.clone(image), restoreEnv: ctx.secrets }
+        : {}),
     });
   }
 
@@ -693,16 +738,23 @@ export class Platform {
     run: (lease: Lease) => Promise<T>,
   ): Promise<{ value: T; lease: Lease; durationMs: number }> {
     if (this.draining) throw new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down');
-    const n = this.inflight.get(tenant.id) ?? 0;
-    if (n >= tenant.maxConcurrency) {
+    const limit = tenant.maxConcurrency;
+    const admitted = this.admission.acquire(
+      tenant.id,
+      limit,
+      Math.min(QUEUE_WAIT_MS, version.config.timeoutS * 1000),
+      tenant.name,
+    );
+    try {
+      await admitted;
+    } catch (err) {
       this.m.throttled.inc({ reason: 'tenant_concurrency' });
-      throw new IsolaError(
-        'E_THROTTLED',
-        `tenant ${tenant.name} has ${n} invocations running, its limit is ${tenant.maxConcurrency}`,
-        { details: { retryAfterS: 1 } },
-      );
+      throw err;
     }
-    this.inflight.set(tenant.id, n + 1);
+    if (this.draining) {
+      this.admission.release(tenant.id, limit);
+      throw new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down');
+    }
     const work = (async () => {
       try {
         const spec = this.groupSpec(fn, version);
@@ -743,9 +795,7 @@ export class Platform {
         );
         return { value, lease, durationMs };
       } finally {
-        const left = (this.inflight.get(tenant.id) ?? 1) - 1;
-        if (left === 0) this.inflight.delete(tenant.id);
-        else this.inflight.set(tenant.id, left);
+        this.admission.release(tenant.id, limit);
       }
     })();
     this.active.add(work);
@@ -838,6 +888,18 @@ export class Platform {
   get isDraining(): boolean {
     return this.draining;
   }
+}
+
+/** "pre-spawned VMM, spawn 0 ms, load 6 ms, ..." for the start line in the function's log. */
+function describeSteps(steps: Record<string, number>): string {
+  const parts: string[] = [];
+  if (steps.prespawned !== undefined)
+    parts.push(steps.prespawned ? 'pre-spawned VMM' : 'VMM spawned');
+  if (steps.bootRetries) parts.push(`${steps.bootRetries} boot retries`);
+  for (const [k, v] of Object.entries(steps)) {
+    if (k.endsWith('Ms') && k !== 'totalMs') parts.push(`${k.slice(0, -2)} ${Math.round(v)} ms`);
+  }
+  return parts.join(', ');
 }
 
 function notFound(kind: string, name: string): IsolaError {

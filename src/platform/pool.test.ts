@@ -17,6 +17,7 @@ class FakeInstance {
   inflight = 0;
   lastUsed = Date.now();
   startMs = 0;
+  startKind: 'booted' | 'restored' = 'booted';
   destroyCalls = 0;
   private why: string | null = null;
 
@@ -53,7 +54,12 @@ class FakeInstance {
   }
 }
 
-function harness(opts: { memory?: Record<string, number> } = {}) {
+function harness(
+  opts: {
+    memory?: Record<string, number>;
+    scale?: ConstructorParameters<typeof Pool>[0]['scale'];
+  } = {},
+) {
   const created: FakeInstance[] = [];
   const plans: Plan[] = [];
   const stops: Array<{ key: string; id: string; why: string }> = [];
@@ -65,9 +71,11 @@ function harness(opts: { memory?: Record<string, number> } = {}) {
       return f as unknown as Instance;
     },
     tenantMemoryMiB: (t) => opts.memory?.[t] ?? 1_000_000,
+    ...(opts.scale ? { scale: opts.scale } : {}),
     events: {
       onStart: (_s, i) => starts.push(i.id),
       onStop: (s, i, why) => stops.push({ key: s.key, id: i.id, why }),
+      onZero: (s) => stops.push({ key: s.key, id: '-', why: 'zero' }),
     },
   });
   const fake = (i: Instance) => i as unknown as FakeInstance;
@@ -364,5 +372,38 @@ describe('Pool', () => {
     assert.ok(h.created.every((c) => c.state === 'destroyed'));
     assert.deepEqual(h.pool.instances(), []);
     await assert.rejects(h.pool.acquire(s, 1000), isCode('E_SHUTTING_DOWN'));
+  });
+
+  test('autoscaler: after a burst the stable window decides; idle instances above it go, one stays until the idle timeout', async () => {
+    const { pool, stops, ids } = harness({
+      scale: { stableWindowMs: 1000, panicWindowMs: 250 },
+    });
+    const s = spec({ idleTimeoutS: 30 });
+    const leases = await Promise.all([1, 2, 3, 4].map(() => pool.acquire(s, 1000)));
+    assert.equal(ids().length, 4);
+    await sleep(600);
+    for (const l of leases) pool.release(l);
+    // No request for over a stable window: the average falls to 0, so one instance (the
+    // keep-alive has not run out) is what the scaler keeps; the other three are scaled down.
+    await sleep(2000);
+    assert.equal(ids().length, 1);
+    // At most halving per decision (maxScaleDownRate 2), down to 1.
+    const downs = stops.filter((x) => /scaled down to/.test(x.why)).map((x) => x.why);
+    assert.equal(downs.length, 3, downs.join(', '));
+    assert.equal(downs.at(-1), 'scaled down to 1');
+    await pool.close();
+  });
+
+  test('autoscaler: at zero after the idle timeout, and the pool says so', async () => {
+    const { pool, stops, ids } = harness();
+    const s = spec({ idleTimeoutS: 1 });
+    pool.release(await pool.acquire(s, 1000));
+    await sleep(500);
+    assert.equal(ids().length, 1, 'kept within the idle timeout');
+    await sleep(1200);
+    assert.equal(ids().length, 0);
+    assert.ok(stops.some((x) => x.why === 'idle'));
+    assert.ok(stops.some((x) => x.why === 'zero'));
+    await pool.close();
   });
 });

@@ -8,6 +8,14 @@
 // gives it back. Issue 6 adds restore-from-snapshot and an autoscaler behind the same calls.
 
 import { IsolaError } from '../errors.js';
+import {
+  INITIAL_STATE,
+  SCALE_DEFAULTS,
+  type Sample,
+  type ScaleConfig,
+  type ScalerState,
+  decide,
+} from './autoscaler.js';
 import type { Instance } from './instance.js';
 import type { StartKind } from './store/types.js';
 
@@ -59,16 +67,25 @@ interface Group {
   waiters: Waiter[];
   /** When a start last failed: the warm pool waits PREWARM_BACKOFF_MS before trying again. */
   failedAt?: number;
+  /** The autoscaler's view: concurrency samples (one per sweep) and its state. */
+  samples: Sample[];
+  scaler: ScalerState;
+  /** Last decision (for /v1/instances and tests). */
+  desired: number;
 }
 
 export interface PoolEvents {
   onStart?(spec: GroupSpec, instance: Instance): void;
   onStop?(spec: GroupSpec, instance: Instance, why: string): void;
+  /** A group has no instance and no waiter left: it scaled to zero. */
+  onZero?(spec: GroupSpec): void;
 }
 
 export interface PoolOptions {
   /** Make a new (not started) instance for a group. */
   create(spec: GroupSpec): Instance;
+  /** Autoscaler windows and rates (autoscaler.ts); the defaults are Knative's, scaled. */
+  scale?: Partial<typeof SCALE_DEFAULTS>;
   /** The tenant's memory limit for all its instances (MiB). */
   tenantMemoryMiB(tenantId: string): number;
   events?: PoolEvents;
@@ -211,7 +228,7 @@ export class Pool {
   private group(spec: GroupSpec): Group {
     let g = this.groups.get(spec.key);
     if (!g) {
-      g = { spec, members: [], waiters: [] };
+      g = { spec, members: [], waiters: [], samples: [], scaler: INITIAL_STATE, desired: 0 };
       this.groups.set(spec.key, g);
     }
     return g;
@@ -323,25 +340,76 @@ export class Pool {
     if (m.slots === 0 || m.instance.state === 'broken') void m.instance.destroy();
   }
 
-  /** Keep-alive: stop instances idle past the timeout (scale to zero); drop broken ones. */
+  /** The autoscaler's configuration for a group. */
+  private scaleConfig(spec: GroupSpec): ScaleConfig {
+    return {
+      ...SCALE_DEFAULTS,
+      ...this.opts.scale,
+      targetConcurrency: spec.concurrency,
+      minInstances: spec.minInstances,
+      maxInstances: spec.maxInstances,
+      // Scale to zero after the keep-alive idle timeout with no request at all.
+      scaleToZeroGraceMs: spec.idleTimeoutS * 1000,
+    };
+  }
+
+  /**
+   * One autoscaler tick for a group (KPA: autoscaler.ts): sample the concurrency (slots in use
+   * plus waiters), decide, start instances ahead of demand when the decision is above what
+   * runs, and stop idle ones above it.
+   */
+  private scale(g: Group, now: number): void {
+    const c = this.scaleConfig(g.spec);
+    const busy = g.members.reduce((n, m) => n + m.slots, 0) + g.waiters.length;
+    g.samples.push({ at: now, concurrency: busy });
+    const keepFrom = now - c.stableWindowMs;
+    while (g.samples.length > 0 && g.samples[0]!.at <= keepFrom) g.samples.shift();
+    const live = g.members.filter((m) => m.instance.state !== 'broken');
+    // A request shorter than a tick leaves no busy sample; the instances know when they last
+    // served one (the keep-alive counts from there).
+    let lastBusyAt = g.scaler.lastBusyAt ?? 0;
+    for (const m of g.members) lastBusyAt = Math.max(lastBusyAt, m.instance.lastUsed);
+    if (busy > 0) lastBusyAt = now;
+    const state = { ...g.scaler, lastBusyAt: lastBusyAt > 0 ? lastBusyAt : null };
+    const d = decide({ now, samples: g.samples, ready: live.length, state, config: c });
+    g.scaler = d.state;
+    g.desired = d.desired;
+    // Up: start what the decision asks beyond what runs (panic mode does this under a burst).
+    if (g.failedAt === undefined || now - g.failedAt >= PREWARM_BACKOFF_MS) {
+      for (let n = live.length; n < d.desired; n++) {
+        const m = this.tryStart(g);
+        if (!m) break;
+        m.slots--; // a start for the scaler, not for a requester
+      }
+    }
+    // Down: idle instances above the decision go, least recently used first.
+    const idle = live
+      .filter((m) => m.started && m.slots === 0)
+      .sort((a, b) => a.instance.lastUsed - b.instance.lastUsed);
+    let count = live.length;
+    for (const m of idle) {
+      if (count <= Math.max(d.desired, g.spec.minInstances)) break;
+      this.remove(g, m, d.desired === 0 ? 'idle' : `scaled down to ${d.desired}`);
+      void m.instance.destroy();
+      count--;
+    }
+  }
+
+  /** Autoscaler tick per group; drop broken instances; scale to zero after the idle timeout. */
   private sweep(): void {
     const now = Date.now();
     for (const [key, g] of this.groups) {
       for (const m of [...g.members]) {
         if (m.instance.state === 'broken' && m.slots === 0) {
           this.remove(g, m, m.instance.brokenReason ?? 'broken');
-          continue;
-        }
-        if (!m.started || m.slots > 0) continue;
-        const live = g.members.filter((x) => x.started).length;
-        if (live <= g.spec.minInstances) continue;
-        if (now - m.instance.lastUsed >= g.spec.idleTimeoutS * 1000) {
-          this.remove(g, m, 'idle');
-          void m.instance.destroy();
         }
       }
+      this.scale(g, now);
       if (g.spec.minInstances > 0) this.topUp(g);
-      if (g.members.length === 0 && g.waiters.length === 0) this.groups.delete(key);
+      if (g.members.length === 0 && g.waiters.length === 0) {
+        this.groups.delete(key);
+        this.opts.events?.onZero?.(g.spec);
+      }
     }
   }
 }

@@ -35,7 +35,14 @@ import { SNAPSHOT_CLOCK_SKEW_MS } from '../guest/clone-random.js';
 import { TASK_DIR } from '../protocol/function.js';
 import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
-import { SNAPSHOT_MEMORY, type SnapshotInputs, type SnapshotMeta } from '../sandbox/snapshot.js';
+import {
+  SNAPSHOT_MEMORY,
+  SNAPSHOT_META,
+  type SnapshotInputs,
+  type SnapshotMeta,
+  readSnapshotMeta,
+  staleReasons,
+} from '../sandbox/snapshot.js';
 import { INIT_TIMEOUT_MS, type InstanceSpec, RuntimeChannel, nodeRuntimeExec } from './instance.js';
 
 /** The drive slot: room for the largest bundle image (250 MiB unpacked plus ext4 overhead). */
@@ -80,6 +87,8 @@ interface FnEntry {
   meta: SnapshotMeta;
   spare: Sandbox[];
   filling: boolean;
+  /** Scaled to zero: no pre-spawning until the next clone. */
+  parked: boolean;
 }
 
 const digest = (v: unknown) =>
@@ -107,15 +116,25 @@ export class SnapshotManager {
   }
 
   /**
-   * Remove what cannot be used: half-built folders, function snapshots (rebuilt on demand, their
-   * versions may be gone) and base snapshots of other inputs. Run once at server start.
+   * Remove what cannot be used: half-built folders and snapshots made from other inputs (guest
+   * build, agent, QEMU, accelerator). Valid function snapshots stay: a restarted server restores
+   * from them without rebuilding. Run once at server start.
    */
   async gc(): Promise<string[]> {
     const inputs = await this.currentInputs();
     const removed: string[] = [];
     for (const name of readdirSync(this.dir)) {
-      const keep =
-        name === 'slot.img' || (name.startsWith('base-') && this.isCurrentBase(name, inputs));
+      let keep = false;
+      if (name === 'slot.img') keep = true;
+      else if (name.startsWith('base-')) keep = this.isCurrentBase(name, inputs);
+      else if (name.startsWith('fn-')) {
+        try {
+          const meta = readSnapshotMeta(path.join(this.dir, name));
+          keep = staleReasons(meta.inputs, inputs).length === 0;
+        } catch {
+          keep = false;
+        }
+      }
       if (!keep) {
         rmSync(path.join(this.dir, name), { recursive: true, force: true });
         removed.push(name);
@@ -140,15 +159,25 @@ export class SnapshotManager {
     if (!key) return 'none';
     if (this.failed.has(key)) return 'failed';
     const dir = path.join(this.dir, `fn-${key}`);
-    return existsSync(path.join(dir, 'snapshot.json')) ? 'ready' : 'building';
+    return existsSync(path.join(dir, SNAPSHOT_META)) ? 'ready' : 'building';
   }
 
-  /** Build (or find) the function's snapshot ahead of the first start; never throws. */
+  /**
+   * Build (or find) the function's snapshot ahead of the first start; never throws. No VMM is
+   * pre-spawned for it until it runs (a function at zero holds no process).
+   */
   prepare(fn: FunctionImage): void {
-    this.fnSnapshot(fn).then(
-      (e) => this.fill(e),
-      () => undefined,
-    );
+    this.fnSnapshot(fn).catch(() => undefined);
+  }
+
+  /** The function version scaled to zero: its pre-spawned VMMs go (the snapshot stays). */
+  async park(groupKey: string): Promise<void> {
+    const key = this.byGroup.get(groupKey)?.key;
+    const entry = key ? this.settled.get(key) : undefined;
+    if (!entry) return;
+    entry.parked = true;
+    const spare = entry.spare.splice(0);
+    await Promise.all(spare.map((s) => s.destroy().catch(() => undefined)));
   }
 
   /**
@@ -157,9 +186,10 @@ export class SnapshotManager {
    */
   async clone(fn: FunctionImage): Promise<Clone> {
     const key = await this.fnKey(fn);
-    const had = this.fns.has(key);
+    // Built for this start (it paid for a template run, or a boot) unless it was on disk.
+    const built = !existsSync(path.join(this.dir, `fn-${key}`, SNAPSHOT_META));
     const entry = await this.fnSnapshot(fn);
-    const built = !had;
+    entry.parked = false;
     const spare = entry.spare.shift();
     if (spare) this.stats.prespawned++;
     const sandbox = spare ?? (await this.driver.fromSnapshot(entry.dir));
@@ -217,7 +247,7 @@ export class SnapshotManager {
   private readonly settled = new Map<string, FnEntry>();
 
   private fill(entry: FnEntry): void {
-    if (this.closed || entry.filling || !this.fns.has(entry.key)) return;
+    if (this.closed || entry.filling || entry.parked || !this.fns.has(entry.key)) return;
     if (entry.spare.length >= this.policy.prespawnPerFunction) return;
     if (this.spareCount >= this.policy.prespawnMax) return;
     entry.filling = true;
@@ -226,7 +256,7 @@ export class SnapshotManager {
       try {
         sb = await this.driver.fromSnapshot(entry.dir);
         await sb.prepare();
-        if (!this.closed && this.fns.has(entry.key)) {
+        if (!this.closed && !entry.parked && this.fns.has(entry.key)) {
           entry.spare.push(sb);
           sb = null;
         }
@@ -245,7 +275,8 @@ export class SnapshotManager {
     const key = digest({
       kind: 'function',
       base: baseKey(inputs, fn.config.memoryMiB, fn.config.vcpus),
-      group: fn.group.key,
+      // Not the group key: it names the secrets revision, and secrets are not in snapshots.
+      functionId: fn.group.functionId,
       bundle: fn.bundle,
       env: fn.env,
       fn: fn.functionName,
@@ -263,8 +294,13 @@ export class SnapshotManager {
     if (failed && Date.now() - failed.at < BUILD_RETRY_MS) throw failed.error;
     let p = this.fns.get(key);
     if (!p) {
-      p = this.buildFn(key, fn).then(
+      const mine: Promise<FnEntry> = this.buildFn(key, fn).then(
         (e) => {
+          if (this.fns.get(key) !== mine) {
+            // Retired (deploy, delete) while it was being built.
+            rmSync(e.dir, { recursive: true, force: true });
+            throw new IsolaError('E_SNAPSHOT', `${fn.functionName} v${fn.version} was retired`);
+          }
           this.settled.set(key, e);
           return e;
         },
@@ -277,6 +313,7 @@ export class SnapshotManager {
           throw e;
         },
       );
+      p = mine;
       p.catch(() => undefined);
       this.fns.set(key, p);
     }
@@ -318,7 +355,7 @@ export class SnapshotManager {
           this.dir,
           `base-${memoryMiB}m-${vcpus}c-${baseKey(inputs, memoryMiB, vcpus)}`,
         );
-        if (existsSync(path.join(dir, 'snapshot.json'))) return dir;
+        if (existsSync(path.join(dir, SNAPSHOT_META))) return dir;
         const slot = await this.slot();
         const tmp = mkdtempSync(path.join(this.dir, '.tmp-base-'));
         const t0 = performance.now();
@@ -369,9 +406,8 @@ export class SnapshotManager {
     }
     const baseDir = await this.base(fn.config.memoryMiB, fn.config.vcpus);
     return this.withBuildSlot(async () => {
-      const { readSnapshotMeta } = await import('../sandbox/snapshot.js');
-      if (existsSync(path.join(dir, 'snapshot.json'))) {
-        return { key, dir, meta: readSnapshotMeta(dir), spare: [], filling: false };
+      if (existsSync(path.join(dir, SNAPSHOT_META))) {
+        return { key, dir, meta: readSnapshotMeta(dir), spare: [], filling: false, parked: false };
       }
       const tmp = mkdtempSync(path.join(this.dir, '.tmp-fn-'));
       const t0 = performance.now();
@@ -429,7 +465,7 @@ export class SnapshotManager {
         this.log(
           `snapshot of ${fn.functionName} v${fn.version} built in ${Math.round(performance.now() - t0)} ms`,
         );
-        return { key, dir, meta, spare: [], filling: false };
+        return { key, dir, meta, spare: [], filling: false, parked: false };
       } finally {
         await sb?.destroy().catch(() => undefined);
         rmSync(tmp, { recursive: true, force: true });

@@ -32,8 +32,9 @@ export type RuntimeRequest =
   | { t: 'health'; id: number }
   | { t: 'invoke'; id: number; requestId: string; deadline: number }
   // First frame to a runtime restored from a snapshot (no reply): fresh seed (hex) for what
-  // cannot reseed itself (guest/clone-random.ts).
-  | { t: 'restore'; id: number; seed: string }
+  // cannot reseed itself (guest/clone-random.ts), and environment variables to add (secrets,
+  // which snapshots never hold).
+  | { t: 'restore'; id: number; seed: string; env: Record<string, string> }
   // A snapshot template's warm-up: the invocation path with a stand-in handler (a reply follows).
   | { t: 'warm'; id: number };
 

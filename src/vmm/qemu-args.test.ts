@@ -314,6 +314,14 @@ describe('kernelCmdline', () => {
       ),
     );
     assert.deepEqual(valuesOf(clone, '-incoming'), ['defer']);
+    // No free page reporting on file RAM (it would punch holes in the shared snapshot file).
+    assert.ok(valuesOf(clone, '-device').includes('virtio-balloon-device'));
+    assert.ok(valuesOf(src, '-device').includes('virtio-balloon-device'));
+    assert.ok(
+      valuesOf(buildQemuArgs(vm()), '-device').includes(
+        'virtio-balloon-device,free-page-reporting=on',
+      ),
+    );
     assert.deepEqual(valuesOf(src, '-incoming'), []);
   });
 
