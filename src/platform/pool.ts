@@ -23,6 +23,8 @@ import type { StartKind } from './store/types.js';
 export const IDLE_SWEEP_MS = 250;
 /** Requests waiting for a slot per function version beyond this are refused at once (429). */
 export const MAX_QUEUE_PER_GROUP = 1000;
+/** Instances of one function version starting at once (more requests wait for a slot). */
+export const MAX_STARTING_PER_GROUP = 2;
 /** A warm pool whose start failed (bad image, boot failure) does not retry sooner than this. */
 export const PREWARM_BACKOFF_MS = 10_000;
 
@@ -84,6 +86,8 @@ export interface PoolEvents {
 export interface PoolOptions {
   /** Make a new (not started) instance for a group. */
   create(spec: GroupSpec): Instance;
+  /** Instances of a group that may be starting at once (default MAX_STARTING_PER_GROUP). */
+  maxStartingPerGroup?: number;
   /** Autoscaler windows and rates (autoscaler.ts); the defaults are Knative's, scaled. */
   scale?: Partial<typeof SCALE_DEFAULTS>;
   /** The tenant's memory limit for all its instances (MiB). */
@@ -255,6 +259,11 @@ export class Pool {
   private tryStart(g: Group): Slotted | null {
     const live = g.members.filter((m) => m.instance.state !== 'broken').length;
     if (live >= g.spec.maxInstances) return null;
+    // Scale up a few at a time: requests beyond wait for the first free slot (a burst of short
+    // requests is served by the first instances instead of starting one per request, and
+    // starts do not fight each other for the host's CPUs).
+    const starting = g.members.filter((m) => !m.started && m.instance.state !== 'broken').length;
+    if (starting >= (this.opts.maxStartingPerGroup ?? MAX_STARTING_PER_GROUP)) return null;
     const limit = this.opts.tenantMemoryMiB(g.spec.tenantId);
     if (this.tenantMemory(g.spec.tenantId) + g.spec.memoryMiB > limit) {
       if (!this.evictIdle(g.spec.tenantId, g.spec.memoryMiB, limit)) return null;
@@ -265,6 +274,8 @@ export class Pool {
       () => {
         m.started = true;
         this.opts.events?.onStart?.(g.spec, instance);
+        // Its other slots (concurrency > 1), or another start, for requests still waiting.
+        queueMicrotask(() => this.pump(g));
       },
       (err: unknown) => {
         g.failedAt = Date.now();
