@@ -90,11 +90,11 @@ describe('cold start: snapshots, clones, burst', () => {
     const s = cli(['secret', 'set', 'probe', 'TOKEN', '--from-stdin'], env, 'tok-123456\n');
     assert.equal(s.code, 0, s.stderr);
     assert.equal(await snapshotReady(call, key, 'probe'), 'ready');
-    // Two requests at once with one request per instance: two instances, each a clone.
-    const [a, b] = await Promise.all([
-      invoke('probe', { sleepMs: 300 }),
-      invoke('probe', { sleepMs: 300 }),
-    ]);
+    // One request per instance; the second arrives while the first instance is busy: two
+    // instances, each a clone of the snapshot.
+    const first = invoke('probe', { sleepMs: 2500 });
+    await sleep(1500);
+    const [a, b] = await Promise.all([first, invoke('probe', {})]);
     for (const r of [a!, b!]) {
       assert.equal(r.status, 200, r.text);
       assert.equal(r.headers.get('x-isola-start'), 'restored');

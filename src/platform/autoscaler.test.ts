@@ -77,6 +77,20 @@ describe('autoscaler (KPA-like decision over traces)', () => {
     );
   });
 
+  test('after a burst, a short keep-alive scales to zero although panic mode would last', () => {
+    const r = replay(trace([5, 0], [3, 40], [10, 0]), cfg({ scaleToZeroGraceMs: 2000 }), {
+      ready: 0,
+    });
+    assert.ok(
+      r.some((d) => d.panic),
+      'the burst panics',
+    );
+    const zero = r.find((d) => d.desired === 0 && d.at > 8_000)!;
+    assert.ok(zero, 'reaches zero');
+    assert.equal(zero.at, 10_000, 'two seconds after the last busy sample');
+    assert.equal(zero.panic, false, 'and leaves panic mode');
+  });
+
   test('a short keep-alive scales to zero although the stable window still averages load', () => {
     const r = replay(trace([20, 4], [10, 0]), cfg({ scaleToZeroGraceMs: 3000 }), { ready: 4 });
     const zero = r.find((d) => d.desired === 0)!;

@@ -9,7 +9,8 @@
 // - Rates: one decision moves at most to ceil(ready * maxScaleUpRate) and at least to
 //   floor(ready / maxScaleDownRate).
 // - Zero: once no request at all was seen for `scaleToZeroGraceMs` (the function's keep-alive
-//   idle timeout), even if the stable window still averages above zero.
+//   idle timeout), even if the stable window still averages above zero, and even in panic
+//   mode (which it ends).
 // - Bounds: minInstances..maxInstances, always.
 
 export interface ScaleConfig {
@@ -122,12 +123,15 @@ export function decide(input: {
   desired = Math.min(desired, Math.ceil(Math.max(ready, 1) * c.maxScaleUpRate));
   if (!inPanic) desired = Math.max(desired, Math.floor(ready / c.maxScaleDownRate));
   // Zero: after the grace period with no request at all, whatever the stable window still
-  // averages (a keep-alive of a few seconds must work); before it, keep one instance.
+  // averages and even in panic mode (no demand is left to panic about; a keep-alive of a few
+  // seconds must work after a burst too); before it, keep one instance.
   const idleFor = state.lastBusyAt === null ? Number.POSITIVE_INFINITY : now - state.lastBusyAt;
-  if (idleFor >= c.scaleToZeroGraceMs && !inPanic) desired = 0;
-  else if (desired === 0 && ready > 0) desired = 1;
+  if (idleFor >= c.scaleToZeroGraceMs) {
+    desired = 0;
+    state.panicSince = null;
+  } else if (desired === 0 && ready > 0) desired = 1;
   desired = Math.min(c.maxInstances, Math.max(c.minInstances, desired));
-  return { desired, panic: inPanic, stableAverage, panicAverage, state };
+  return { desired, panic: state.panicSince !== null, stableAverage, panicAverage, state };
 }
 
 /** Run `decide` over a trace, one decision per sample (what the pool does once per tick). */

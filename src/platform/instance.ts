@@ -212,10 +212,12 @@ export class Instance {
     try {
       clone = await this.spec.restore!();
     } catch (err) {
+      const e = toIsolaError(err);
+      if (e.code === 'E_SHUTTING_DOWN' || this.state === 'destroyed') throw e;
       this.spec.onOutput({
         requestId: null,
         stream: 'system',
-        line: `no snapshot start (${toIsolaError(err).message}); booting`,
+        line: `no snapshot start (${e.message}); booting`,
       });
       return false;
     }
@@ -657,16 +659,20 @@ export class Instance {
     };
   }
 
-  /** Stop everything this instance holds; idempotent. */
+  /**
+   * Stop everything this instance holds; idempotent. Also after a destroy that came while it
+   * was starting: the sandbox the start got afterwards goes too (else it would outlive the
+   * server's shutdown, and keep the server from exiting).
+   */
   async destroy(): Promise<void> {
-    if (this.state === 'destroyed') return;
+    const first = this.state !== 'destroyed';
     this.state = 'destroyed';
     this.agent?.destroy();
     this.rt?.close();
     const sb = this.sandbox;
     this.sandbox = null;
     await sb?.destroy().catch(() => undefined);
-    rmSync(this.spec.workDir, { recursive: true, force: true });
+    if (first) rmSync(this.spec.workDir, { recursive: true, force: true });
   }
 
   get brokenReason(): string | null {

@@ -45,6 +45,11 @@ import type {
 
 /** Longest a request waits for a busy function's instance before 429. */
 export const QUEUE_WAIT_MS = 10_000;
+/**
+ * How long a request may wait for its tenant's quota (Knative's activator buffers a burst until
+ * capacity comes): a burst of cold starts on a small host takes seconds to drain.
+ */
+export const TENANT_QUEUE_WAIT_MS = 30_000;
 /** Free space an image bundle's ext4 gets (read-only; only metadata needs room). */
 const BUNDLE_IMAGE_HEADROOM = 4 * 1024 * 1024;
 
@@ -739,12 +744,7 @@ export class Platform {
   ): Promise<{ value: T; lease: Lease; durationMs: number }> {
     if (this.draining) throw new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down');
     const limit = tenant.maxConcurrency;
-    const admitted = this.admission.acquire(
-      tenant.id,
-      limit,
-      Math.min(QUEUE_WAIT_MS, version.config.timeoutS * 1000),
-      tenant.name,
-    );
+    const admitted = this.admission.acquire(tenant.id, limit, TENANT_QUEUE_WAIT_MS, tenant.name);
     try {
       await admitted;
     } catch (err) {

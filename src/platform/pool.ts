@@ -45,6 +45,8 @@ export interface Lease {
   startKind: StartKind;
   /** Time spent getting the slot: queueing plus any start (ms). */
   startMs: number;
+  /** When the slot was handed over (performance.now()), for the group's run-time average. */
+  heldSince?: number;
   queuedMs: number;
 }
 
@@ -74,6 +76,9 @@ interface Group {
   scaler: ScalerState;
   /** Last decision (for /v1/instances and tests). */
   desired: number;
+  /** Moving averages: how long a slot is held per request, and an instance start (ms). */
+  avgRunMs: number | null;
+  avgStartMs: number | null;
 }
 
 export interface PoolEvents {
@@ -133,10 +138,16 @@ export class Pool {
     if (warm) {
       warm.slots++;
       if (warm.started)
-        return { instance: warm.instance, startKind: 'warm', startMs: 0, queuedMs: 0 };
+        return {
+          instance: warm.instance,
+          startKind: 'warm',
+          startMs: 0,
+          queuedMs: 0,
+          heldSince: performance.now(),
+        };
       return this.awaitStart(warm, t0, 0);
     }
-    const started = this.tryStart(g);
+    const started = this.worthStarting(g, 1) ? this.tryStart(g) : null;
     if (started) return this.awaitStart(started, t0, 0);
     if (g.waiters.length >= MAX_QUEUE_PER_GROUP) throw throttled(g.spec, 'queue is full');
     return new Promise<Lease>((resolve, reject) => {
@@ -158,6 +169,9 @@ export class Pool {
       const m = g.members.find((x) => x.instance === lease.instance);
       if (!m) continue;
       m.slots--;
+      if (lease.heldSince !== undefined) {
+        g.avgRunMs = ewma(g.avgRunMs, performance.now() - lease.heldSince);
+      }
       if (m.instance.state === 'broken') this.remove(g, m, m.instance.brokenReason ?? 'broken');
       this.pump(g);
       return;
@@ -232,7 +246,16 @@ export class Pool {
   private group(spec: GroupSpec): Group {
     let g = this.groups.get(spec.key);
     if (!g) {
-      g = { spec, members: [], waiters: [], samples: [], scaler: INITIAL_STATE, desired: 0 };
+      g = {
+        spec,
+        members: [],
+        waiters: [],
+        samples: [],
+        scaler: INITIAL_STATE,
+        desired: 0,
+        avgRunMs: null,
+        avgStartMs: null,
+      };
       this.groups.set(spec.key, g);
     }
     return g;
@@ -256,6 +279,24 @@ export class Pool {
   }
 
   /** Start a new instance if the function and tenant limits allow (evicting idle ones of the tenant). */
+  /**
+   * Whether a request that found no free slot should start an instance or wait for one. Wait
+   * when the group's history says a slot frees sooner than an instance starts: `queued`
+   * requests spread over the slots of the live instances, each held for the average run time,
+   * against the average start time.
+   */
+  private worthStarting(g: Group, queued: number): boolean {
+    const live = g.members.filter((m) => m.instance.state !== 'broken');
+    if (live.length === 0) return true;
+    if (g.avgRunMs === null || g.avgStartMs === null) {
+      // No history yet (a burst at zero): one start at a time until a request has run, so
+      // that requests wait for the instance already coming rather than each starting one.
+      return !live.some((m) => !m.started);
+    }
+    const expectedWaitMs = (queued / (live.length * g.spec.concurrency)) * g.avgRunMs;
+    return expectedWaitMs > g.avgStartMs;
+  }
+
   private tryStart(g: Group): Slotted | null {
     const live = g.members.filter((m) => m.instance.state !== 'broken').length;
     if (live >= g.spec.maxInstances) return null;
@@ -273,6 +314,7 @@ export class Pool {
     m.ready = instance.start().then(
       () => {
         m.started = true;
+        g.avgStartMs = ewma(g.avgStartMs, instance.startMs);
         this.opts.events?.onStart?.(g.spec, instance);
         // Its other slots (concurrency > 1), or another start, for requests still waiting.
         queueMicrotask(() => this.pump(g));
@@ -318,6 +360,7 @@ export class Pool {
       instance: m.instance,
       startKind: queuedMs > 0 && m.started ? 'warm' : m.instance.startKind,
       startMs: performance.now() - t0,
+      heldSince: performance.now(),
       queuedMs,
     };
   }
@@ -327,13 +370,19 @@ export class Pool {
     while (g.waiters.length > 0) {
       let m = this.freeMember(g);
       if (m) m.slots++;
-      else m = this.tryStart(g); // reserves its first slot itself
+      else if (this.worthStarting(g, g.waiters.length)) m = this.tryStart(g); // reserves a slot
       if (!m) return;
       const w = g.waiters.shift()!;
       clearTimeout(w.timer);
       const queuedMs = performance.now() - w.t0;
       if (m.started) {
-        w.resolve({ instance: m.instance, startKind: 'warm', startMs: queuedMs, queuedMs });
+        w.resolve({
+          instance: m.instance,
+          startKind: 'warm',
+          startMs: queuedMs,
+          queuedMs,
+          heldSince: performance.now(),
+        });
       } else {
         this.awaitStart(m, w.t0, queuedMs).then(
           (l) => w.resolve({ ...l, startKind: m.instance.startKind }),
@@ -386,7 +435,9 @@ export class Pool {
     g.scaler = d.state;
     g.desired = d.desired;
     // Up: start what the decision asks beyond what runs (panic mode does this under a burst).
-    if (g.failedAt === undefined || now - g.failedAt >= PREWARM_BACKOFF_MS) {
+    // (Not when the queue drains sooner than an instance starts: worthStarting.)
+    const worth = this.worthStarting(g, g.waiters.length);
+    if (worth && (g.failedAt === undefined || now - g.failedAt >= PREWARM_BACKOFF_MS)) {
       for (let n = live.length; n < d.desired; n++) {
         const m = this.tryStart(g);
         if (!m) break;
@@ -423,6 +474,11 @@ export class Pool {
       }
     }
   }
+}
+
+/** Exponentially weighted moving average (new samples weigh a fifth). */
+function ewma(avg: number | null, sample: number): number {
+  return avg === null ? sample : avg * 0.8 + sample * 0.2;
 }
 
 function throttled(spec: GroupSpec, why: string): IsolaError {

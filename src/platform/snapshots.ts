@@ -194,6 +194,7 @@ export class SnapshotManager {
    * exec id in meta.extra). Builds the snapshot first when needed.
    */
   async clone(fn: FunctionImage): Promise<Clone> {
+    if (this.closed) throw new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down');
     const key = await this.fnKey(fn);
     // Built for this start (it paid for a template run, or a boot) unless it was on disk.
     const built = !existsSync(path.join(this.dir, `fn-${key}`, SNAPSHOT_META));
@@ -247,13 +248,21 @@ export class SnapshotManager {
     rmSync(path.join(this.dir, `fn-${key}`), { recursive: true, force: true });
   }
 
-  /** Destroy every pre-spawned VMM (snapshots stay on disk). */
+  /**
+   * Destroy every pre-spawned VMM and stop builds in progress (snapshots stay on disk; a
+   * half-built one is removed as its build fails). Restores waiting for a slot are refused.
+   */
   async close(): Promise<void> {
     this.closed = true;
-    const entries = await Promise.all([...this.fns.values()].map((p) => p.catch(() => null)));
-    const spare = entries.flatMap((e) => e?.spare.splice(0) ?? []);
+    for (const r of this.restoreQueue.splice(0)) r();
+    const building = [...this.building];
+    await Promise.all(building.map((s) => s.destroy().catch(() => undefined)));
+    const spare = [...this.settled.values()].flatMap((e) => e.spare.splice(0));
     await Promise.all(spare.map((s) => s.destroy().catch(() => undefined)));
   }
+
+  /** Sandboxes of builds in progress (a base boot or a function template). */
+  private readonly building = new Set<Sandbox>();
 
   /** Pre-spawned VMMs alive or being spawned now. */
   get spareCount(): number {
@@ -358,6 +367,10 @@ export class SnapshotManager {
       await new Promise<void>((r) => this.restoreQueue.push(r));
     }
     this.restoring++;
+    if (this.closed) {
+      this.restoreDone();
+      throw new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down');
+    }
   }
 
   private restoreDone(): void {
@@ -395,6 +408,7 @@ export class SnapshotManager {
         const t0 = performance.now();
         let sb: Sandbox | null = null;
         try {
+          if (this.closed) throw new IsolaError('E_SHUTTING_DOWN', 'shutting down');
           sb = await this.driver.create({
             memoryMiB,
             vcpus,
@@ -403,6 +417,7 @@ export class SnapshotManager {
             hostname: 'isola-base',
             memoryFile: path.join(tmp, SNAPSHOT_MEMORY),
           });
+          this.building.add(sb);
           await sb.start();
           await sb.snapshot(tmp, { kind: 'base' });
           renameSync(tmp, dir);
@@ -415,6 +430,7 @@ export class SnapshotManager {
           this.bases.delete(id);
           throw err;
         } finally {
+          if (sb) this.building.delete(sb);
           await sb?.destroy().catch(() => undefined);
           rmSync(tmp, { recursive: true, force: true });
         }
@@ -447,12 +463,14 @@ export class SnapshotManager {
       const t0 = performance.now();
       let sb: Sandbox | null = null;
       try {
+        if (this.closed) throw new IsolaError('E_SHUTTING_DOWN', 'shutting down');
         sb = await this.driver.fromSnapshot(baseDir, {
           drives: [bundle.image],
           hostname: 'isola-template',
           clockOffsetMs: -SNAPSHOT_CLOCK_SKEW_MS,
           memoryFile: path.join(tmp, SNAPSHOT_MEMORY),
         });
+        this.building.add(sb);
         await sb.start();
         // The slot's placeholder was read at boot (partition scan): drop those cached blocks.
         await must(sb, ['/opt/isola/guestctl', 'flushbufs', '/dev/vdb']);
@@ -502,6 +520,7 @@ export class SnapshotManager {
         );
         return { key, dir, meta, spare: [], filling: false, parked: false };
       } finally {
+        if (sb) this.building.delete(sb);
         await sb?.destroy().catch(() => undefined);
         rmSync(tmp, { recursive: true, force: true });
       }
