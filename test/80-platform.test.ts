@@ -693,13 +693,15 @@ describe('platform: crash safety and graceful stop', () => {
   test('SIGKILL during a deploy and during invocations: consistent store, no leftovers, every answered invocation metered', async () => {
     const dir = tempDir('platform-crash');
     const dataDir = path.join(dir, 'data');
+    let srv: TestServer | null = null;
     try {
-      let srv = await startServer({ dataDir });
+      srv = await startServer({ dataDir });
       const key = tenantKey(srv, 'acme');
       deployOk(srv, key, 'mb', path.join(FIXTURES, 'misbehave'), '--concurrency', '4');
       const answered: string[] = [];
+      const first = srv;
       const one = async () => {
-        const r = await api(srv.url, 'POST', '/v1/functions/mb/invoke', {
+        const r = await api(first.url, 'POST', '/v1/functions/mb/invoke', {
           key,
           json: { mode: 'sleep', ms: 50 },
         }).catch(() => null);
@@ -727,7 +729,10 @@ describe('platform: crash safety and graceful stop', () => {
       // The dead server's QEMU processes die with it (parent-death signal) or are reaped now.
       srv = await startServer({ dataDir });
       await sleep(500);
-      const alive = doomed.filter((pid) => existsSync(`/proc/${pid}`));
+      // (Not /proc/PID alone: a killed QEMU whose launcher died too stays a zombie here.)
+      const alive = findQemuProcesses(runDir())
+        .map((q) => q.pid)
+        .filter((pid) => doomed.includes(pid));
       assert.deepEqual(alive, [], 'no QEMU process of the killed server');
       // The restarted server reaped the dead one's sandbox folders and cgroups.
       assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
@@ -772,6 +777,8 @@ describe('platform: crash safety and graceful stop', () => {
       assert.equal(await srv.stop('SIGTERM'), 0);
       assert.equal(qemuCount(), 0);
     } finally {
+      // A failed assertion must not leave a server running (it would keep this process alive).
+      await srv?.stop('SIGKILL');
       cleanup(dir);
     }
   });

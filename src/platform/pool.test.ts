@@ -29,6 +29,7 @@ class FakeInstance {
 
   async start(): Promise<void> {
     await sleep(this.plan.delayMs ?? 1);
+    this.startMs = this.plan.delayMs ?? 1;
     if (this.plan.fail) {
       // As the real Instance: a failed start cleans up after itself.
       await this.destroy();
@@ -404,6 +405,39 @@ describe('Pool', () => {
     assert.equal(ids().length, 0);
     assert.ok(stops.some((x) => x.why === 'idle'));
     assert.ok(stops.some((x) => x.why === 'zero'));
+    await pool.close();
+  });
+
+  test('a request waits for a busy instance when one frees sooner than a start takes', async () => {
+    const { pool, plans, ids } = harness();
+    const s = spec({ concurrency: 1 });
+    plans.push({ delayMs: 150 });
+    // History: a start takes ~150 ms, a request holds its slot ~10 ms.
+    const first = await pool.acquire(s, 1000);
+    await sleep(10);
+    pool.release(first);
+    const busy = await pool.acquire(s, 1000);
+    assert.equal(busy.startKind, 'warm');
+    const waiting = pool.acquire(s, 1000);
+    await sleep(10);
+    pool.release(busy);
+    const got = await waiting;
+    assert.equal(got.startKind, 'warm', 'it took the instance that freed');
+    assert.equal(ids().length, 1, 'no second instance was started');
+    pool.release(got);
+    await pool.close();
+  });
+
+  test('without history, one start at a time: requests wait for the instance already coming', async () => {
+    const { pool, plans, ids } = harness();
+    const s = spec({ concurrency: 1 });
+    plans.push({ delayMs: 100 });
+    const all = [pool.acquire(s, 2000), pool.acquire(s, 2000), pool.acquire(s, 2000)];
+    await sleep(50);
+    assert.equal(ids().length, 1, 'the others wait while the first starts');
+    const leases = await Promise.all(all.map((p) => p.then((l) => (pool.release(l), l))));
+    assert.ok(ids().length <= 3);
+    assert.equal(leases.length, 3);
     await pool.close();
   });
 });

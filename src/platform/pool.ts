@@ -365,12 +365,17 @@ export class Pool {
     };
   }
 
-  /** Hand free slots (or new instances) to waiting requests, oldest first. */
+  /**
+   * Hand free slots (or new instances) to waiting requests, oldest first. A waiter that has
+   * waited longer than a start takes (the guess that a slot would free first was wrong: a long
+   * request) gets a start whatever worthStarting says; the sweep calls this every tick.
+   */
   private pump(g: Group): void {
     while (g.waiters.length > 0) {
       let m = this.freeMember(g);
+      const overdue = performance.now() - g.waiters[0]!.t0 > (g.avgStartMs ?? 0);
       if (m) m.slots++;
-      else if (this.worthStarting(g, g.waiters.length)) m = this.tryStart(g); // reserves a slot
+      else if (overdue || this.worthStarting(g, g.waiters.length)) m = this.tryStart(g); // reserves a slot
       if (!m) return;
       const w = g.waiters.shift()!;
       clearTimeout(w.timer);
@@ -467,6 +472,7 @@ export class Pool {
         }
       }
       this.scale(g, now);
+      if (g.waiters.length > 0) this.pump(g);
       if (g.spec.minInstances > 0) this.topUp(g);
       if (g.members.length === 0 && g.waiters.length === 0) {
         this.groups.delete(key);
