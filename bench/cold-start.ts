@@ -12,22 +12,20 @@
 //              machine holds by that measure.
 // Writes bench/results/cold-start.json and cold-start.md.   npm run bench:cold-start
 //
-// Times are end to end at the client (fetch) unless said otherwise. Start kinds come from the
-// X-Isola-Start header: a sample whose kind is not the one measured is counted and left out.
+// Times are end to end at the client (node:http, keep-alive) unless said otherwise. Start
+// kinds come from the X-Isola-Start header: a sample whose kind is not the one measured is
+// counted and left out.
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { RuntimeChannel } from '../src/platform/instance.js';
 import { MicroVmDriver } from '../src/sandbox/drivers/microvm.js';
 import type { Sandbox } from '../src/sandbox/sandbox.js';
-import { freePort } from '../src/util/ports.js';
-import { percentile, writeResults } from './stats.js';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+import { type BenchServer, ROOT, deployNoop, startServer, stopServer } from './server.js';
+import { type Summary, summarize, writeResults } from './stats.js';
 const N = Number(process.env.BENCH_N ?? 50);
 const BOOTED_N = Number(process.env.BENCH_BOOTED_N ?? N);
 const DENSITY_N = Number(process.env.BENCH_DENSITY_N ?? 40);
@@ -39,77 +37,9 @@ const IDLE_S = 1;
 const ONLY = process.env.BENCH_ONLY?.split(',') ?? null;
 const want = (phase: string) => ONLY === null || ONLY.includes(phase);
 
-interface Server {
-  url: string;
-  dir: string;
-  proc: ChildProcess;
-  key: string;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function startServer(env: Record<string, string> = {}): Promise<Server> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'isola-bench-cold-'));
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const proc = spawn(
-    process.execPath,
-    [
-      path.join(ROOT, 'dist/src/cli/main.js'),
-      'serve',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--data-dir',
-      path.join(dir, 'data'),
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } },
-  );
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${url}/v1/health`)).ok) break;
-    } catch {
-      if (i > 300) throw new Error('server did not start');
-    }
-    await sleep(100);
-  }
-  const admin = readFileSync(path.join(dir, 'data/admin.key'), 'utf8').trim();
-  const post = async (route: string, body: unknown) => {
-    const r = await fetch(`${url}${route}`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    if (!r.ok) throw new Error(`${route}: ${r.status} ${await r.text()}`);
-    return r.json();
-  };
-  await post('/v1/tenants', { name: 'bench', maxConcurrency: 1000 });
-  const { key } = (await post('/v1/keys', { tenant: 'bench' })) as { key: string };
-  return { url, dir, proc, key };
-}
-
-async function stopServer(s: Server): Promise<void> {
-  await new Promise<void>((r) => {
-    s.proc.once('exit', () => r());
-    s.proc.kill('SIGTERM');
-  });
-  rmSync(s.dir, { recursive: true, force: true });
-}
-
-async function deploy(s: Server, name: string, config: Record<string, unknown>): Promise<void> {
-  const tar = spawnSync('tar', ['-C', path.join(ROOT, 'bench/functions/noop'), '-c', '.']).stdout;
-  const r = await fetch(`${s.url}/v1/functions/${name}/versions`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${s.key}`,
-      'content-type': 'application/x-tar',
-      'x-isola-config': JSON.stringify(config),
-    },
-    body: tar,
-  });
-  if (!r.ok) throw new Error(`deploy ${name}: ${await r.text()}`);
-}
-
-async function snapshotReady(s: Server, name: string): Promise<void> {
+async function snapshotReady(s: BenchServer, name: string): Promise<void> {
   for (let i = 0; i < 1200; i++) {
     const r = await fetch(`${s.url}/v1/functions/${name}`, {
       headers: { authorization: `Bearer ${s.key}` },
@@ -122,62 +52,62 @@ async function snapshotReady(s: Server, name: string): Promise<void> {
   throw new Error(`snapshot of ${name} not ready`);
 }
 
-async function invoke(
-  s: Server,
+/** The client: node:http with keep-alive (fetch costs ~1-2 ms more per request here). */
+const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+
+function invoke(
+  s: BenchServer,
   name: string,
 ): Promise<{ ms: number; kind: string; startMs: number; ok: boolean }> {
   const t0 = performance.now();
-  const r = await fetch(`${s.url}/v1/functions/${name}/invoke`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${s.key}`, 'content-type': 'application/json' },
-    body: '{"n":1}',
+  const body = '{"n":1}';
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${s.url}/v1/functions/${name}/invoke`,
+      {
+        method: 'POST',
+        agent,
+        headers: {
+          authorization: `Bearer ${s.key}`,
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+        },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => {
+          const status = res.statusCode ?? 0;
+          resolve({
+            ms: performance.now() - t0,
+            kind: String(res.headers['x-isola-start'] ?? '?'),
+            startMs: Number(res.headers['x-isola-start-ms'] ?? Number.NaN),
+            ok: status >= 200 && status < 300,
+          });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
   });
-  await r.arrayBuffer();
-  return {
-    ms: performance.now() - t0,
-    kind: r.headers.get('x-isola-start') ?? '?',
-    startMs: Number(r.headers.get('x-isola-start-ms') ?? Number.NaN),
-    ok: r.ok,
-  };
 }
 
-async function instanceCount(s: Server): Promise<number> {
+async function instanceCount(s: BenchServer): Promise<number> {
   const r = await fetch(`${s.url}/v1/instances`, { headers: { authorization: `Bearer ${s.key}` } });
   return ((await r.json()) as { instances: unknown[] }).instances.length;
 }
 
-async function untilZero(s: Server): Promise<void> {
+async function untilZero(s: BenchServer): Promise<void> {
   for (let i = 0; i < 200 && (await instanceCount(s)) > 0; i++) await sleep(100);
-}
-
-interface Dist {
-  n: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  min: number;
-  max: number;
-}
-
-function dist(v: number[]): Dist {
-  const r = (x: number) => Math.round(x * 10) / 10;
-  return {
-    n: v.length,
-    p50: r(percentile(v, 50)),
-    p95: r(percentile(v, 95)),
-    p99: r(percentile(v, 99)),
-    min: r(Math.min(...v)),
-    max: r(Math.max(...v)),
-  };
 }
 
 /** Cold starts at zero, one after another: wait for zero, invoke, keep the sample if `kind`. */
 async function coldSeries(
-  s: Server,
+  s: BenchServer,
   name: string,
   kind: string,
   n: number,
-): Promise<{ total: Dist; start: Dist; other: Record<string, number> }> {
+): Promise<{ total: Summary; start: Summary; other: Record<string, number> }> {
   const total: number[] = [];
   const start: number[] = [];
   const other: Record<string, number> = {};
@@ -195,7 +125,7 @@ async function coldSeries(
     process.stderr.write(`\r[bench] ${kind} ${total.length}/${n} ${Math.round(r.ms)} ms   `);
   }
   process.stderr.write('\n');
-  return { total: dist(total), start: dist(start), other };
+  return { total: summarize(total), start: summarize(start), other };
 }
 
 /** Unique (private) and proportional memory of a process, from smaps_rollup (MiB). */
@@ -284,15 +214,15 @@ async function sandboxLevel(snapDir: string) {
     const usedPerClone = (availBefore - availAfter) / DENSITY_N;
     return {
       restore: {
-        spawnedVmm: dist(spawned),
-        prespawnedVmm: dist(prespawned),
+        spawnedVmm: summarize(spawned),
+        prespawnedVmm: summarize(prespawned),
         restoresPerSecond: Math.round(perSecond * 10) / 10,
       },
       density: {
         clones: DENSITY_N,
-        ussMiB: dist(uss),
-        pssMiB: dist(pss),
-        rssMiB: dist(mems.map((m) => m.rss)),
+        ussMiB: summarize(uss),
+        pssMiB: summarize(pss),
+        rssMiB: summarize(mems.map((m) => m.rss)),
         memAvailableDropPerCloneMiB: Math.round(usedPerClone * 10) / 10,
         memTotalMiB: Math.round(os.totalmem() / 1048576),
         memAvailableBeforeMiB: Math.round(availBefore),
@@ -313,23 +243,24 @@ async function main(): Promise<void> {
     host: { cpus: os.cpus().length, memMiB: Math.round(os.totalmem() / 1048576) },
   };
   // Phase 1: snapshots on.
-  const s = await startServer();
+  const s = await startServer('cold');
   try {
-    await deploy(s, 'noop', { idleTimeoutS: IDLE_S, concurrency: 1 });
+    await deployNoop(s, 'noop', { idleTimeoutS: IDLE_S, concurrency: 1 });
     await snapshotReady(s, 'noop');
     if (want('restored')) results.restored = await coldSeries(s, 'noop', 'restored', N);
     if (want('warm')) {
       const warm: number[] = [];
-      await invoke(s, 'noop');
+      // The instance a restore just made: let it run its first requests, then measure.
+      for (let i = 0; i < 50; i++) await invoke(s, 'noop');
       for (let i = 0; i < Math.max(N, 200); i++) {
         const r = await invoke(s, 'noop');
         if (r.kind === 'warm') warm.push(r.ms);
       }
-      results.warm = { total: dist(warm) };
+      results.warm = { total: summarize(warm) };
     }
     // Burst.
     for (let i = 0; i < (want('burst') ? BURST_FUNCTIONS : 0); i++) {
-      await deploy(s, `b${i}`, { idleTimeoutS: IDLE_S });
+      await deployNoop(s, `b${i}`, { idleTimeoutS: IDLE_S });
     }
     for (let i = 0; i < (want('burst') ? BURST_FUNCTIONS : 0); i++) await snapshotReady(s, `b${i}`);
     await untilZero(s);
@@ -347,7 +278,7 @@ async function main(): Promise<void> {
       lastResponseMs: Math.round(performance.now() - t0),
       errors: burst.filter((r) => !r.ok).length,
       starts: kinds,
-      latency: dist(burst.map((r) => r.ms)),
+      latency: summarize(burst.map((r) => r.ms)),
     };
     await untilZero(s);
     // Sandbox level, from the noop function's snapshot.
@@ -360,9 +291,9 @@ async function main(): Promise<void> {
   }
   // Phase 2: snapshots off (every start boots), same function.
   if (want('booted')) {
-    const b = await startServer({ ISOLA_SNAPSHOTS: '0' });
+    const b = await startServer('cold-booted', { ISOLA_SNAPSHOTS: '0' });
     try {
-      await deploy(b, 'noop', { idleTimeoutS: IDLE_S, concurrency: 1 });
+      await deployNoop(b, 'noop', { idleTimeoutS: IDLE_S, concurrency: 1 });
       results.booted = await coldSeries(b, 'noop', 'booted', BOOTED_N);
     } finally {
       await stopServer(b);
@@ -373,17 +304,17 @@ async function main(): Promise<void> {
     return; // a partial run writes no result files
   }
 
-  const row = (name: string, d: Dist) =>
+  const row = (name: string, d: Summary) =>
     `| ${name} | ${d.n} | ${d.p50} | ${d.p95} | ${d.p99} | ${d.min} | ${d.max} |`;
   const r = results as {
-    restored: { total: Dist; start: Dist };
-    booted: { total: Dist; start: Dist };
-    warm: { total: Dist };
+    restored: { total: Summary; start: Summary };
+    booted: { total: Summary; start: Summary };
+    warm: { total: Summary };
     burst: { lastResponseMs: number; errors: number; starts: Record<string, number> };
-    restore: { spawnedVmm: Dist; prespawnedVmm: Dist; restoresPerSecond: number };
+    restore: { spawnedVmm: Summary; prespawnedVmm: Summary; restoresPerSecond: number };
     density: {
-      ussMiB: Dist;
-      pssMiB: Dist;
+      ussMiB: Summary;
+      pssMiB: Summary;
       clones: number;
       projectedClonesByUss: number;
       projectedClonesByMemAvailable: number;

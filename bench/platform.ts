@@ -7,74 +7,20 @@
 // Writes bench/results/platform.json and platform.md.   npm run bench:platform
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { freePort } from '../src/util/ports.js';
+import { ROOT, deployNoop, startServer, stopServer } from './server.js';
 import { percentile, writeResults } from './stats.js';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SEQ_N = Number(process.env.BENCH_N ?? 300);
 const WRK_SECONDS = Number(process.env.BENCH_WRK_SECONDS ?? 10);
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'isola-bench-platform-'));
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const srv = spawn(
-    process.execPath,
-    [
-      path.join(ROOT, 'dist/src/cli/main.js'),
-      'serve',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--data-dir',
-      path.join(dir, 'data'),
-    ],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  const stop = () =>
-    new Promise<void>((r) => {
-      srv.once('exit', () => r());
-      srv.kill('SIGTERM');
-    });
+  const srv = await startServer('platform');
+  const { url, key, dir } = srv;
   try {
-    for (let i = 0; ; i++) {
-      try {
-        if ((await fetch(`${url}/v1/health`)).ok) break;
-      } catch {
-        if (i > 300) throw new Error('server did not start');
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const admin = readFileSync(path.join(dir, 'data/admin.key'), 'utf8').trim();
-    const post = async (route: string, body: unknown, key: string) => {
-      const r = await fetch(`${url}${route}`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      });
-      if (!r.ok) throw new Error(`${route}: ${r.status} ${await r.text()}`);
-      return r;
-    };
-    await post('/v1/tenants', { name: 'bench', maxConcurrency: 1000 }, admin);
-    const key = (
-      (await (await post('/v1/keys', { tenant: 'bench' }, admin)).json()) as { key: string }
-    ).key;
-    const tar = spawnSync('tar', ['-C', path.join(ROOT, 'bench/functions/noop'), '-c', '.']).stdout;
-    const dep = await fetch(`${url}/v1/functions/noop/versions`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${key}`,
-        'content-type': 'application/x-tar',
-        'x-isola-config': JSON.stringify({ concurrency: 64, maxInstances: 1 }),
-      },
-      body: tar,
-    });
-    if (!dep.ok) throw new Error(`deploy: ${await dep.text()}`);
+    await deployNoop(srv, 'noop', { concurrency: 64, maxInstances: 1 });
     const invokeUrl = `${url}/v1/functions/noop/invoke`;
     const once = async () => {
       const t0 = performance.now();
@@ -307,8 +253,7 @@ async function main(): Promise<void> {
     const files = writeResults(path.join(ROOT, 'bench/results'), 'platform', result, md);
     process.stdout.write(`${md}\nwrote ${files.json} and ${files.md}\n`);
   } finally {
-    await stop();
-    rmSync(dir, { recursive: true, force: true });
+    await stopServer(srv);
   }
 }
 

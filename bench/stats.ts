@@ -13,6 +13,7 @@ export interface Summary {
   n: number;
   p50: number;
   p95: number;
+  p99: number;
   min: number;
   max: number;
 }
@@ -23,6 +24,7 @@ export function summarize(values: readonly number[]): Summary {
     n: values.length,
     p50: r(percentile(values, 50)),
     p95: r(percentile(values, 95)),
+    p99: r(percentile(values, 99)),
     min: r(Math.min(...values)),
     max: r(Math.max(...values)),
   };

@@ -304,26 +304,22 @@ function stageRootfs(stage: string, inp: Inputs, guestInit: string, kernelModDir
   writeFileSync(path.join(stage, 'opt/isola/agent/package.json'), '{"type":"module"}\n');
   copyFileSync(guestInit, path.join(stage, 'opt/isola/init'));
   copyFileSync(inp.postBoot, path.join(stage, 'opt/isola/post-boot'));
-  // The in-guest container init for the OCI runtime: our own C, static, built here.
-  run('gcc', [
-    '-static',
-    '-Os',
-    '-Wall',
-    '-Wextra',
-    '-o',
-    path.join(stage, 'opt/isola/cinit'),
-    inp.cinit,
-  ]);
-  // Clock, hostname, entropy and block-cache calls the agent makes after a restore.
-  run('gcc', [
-    '-static',
-    '-Os',
-    '-Wall',
-    '-Wextra',
-    '-o',
-    path.join(stage, 'opt/isola/guestctl'),
-    inp.guestctl,
-  ]);
+  // Our own C, static, built here: the in-guest container init for the OCI runtime, and the
+  // clock, hostname, entropy and block-cache calls made after a restore (control port).
+  for (const [name, src] of [
+    ['cinit', inp.cinit],
+    ['guestctl', inp.guestctl],
+  ] as const) {
+    run('gcc', [
+      '-static',
+      '-Os',
+      '-Wall',
+      '-Wextra',
+      '-o',
+      path.join(stage, 'opt/isola', name),
+      src,
+    ]);
+  }
   mk('lib/modules/isola');
   for (const m of EXTRA_MODULES)
     copyFileSync(

@@ -121,11 +121,19 @@ export class MicroVmDriver implements SandboxDriver {
     await this.ensureReaped();
     const assets = loadAssets();
     const { accel, tscKhz } = await this.machine(spec.accel);
-    return new MicroVmSandbox(newId(), spec, accel, tscKhz, {
-      kernel: spec.kernel ?? assets.kernel,
-      initrd: spec.initrd ?? assets.initrd,
-      rootfs: spec.guestImage ?? assets.rootfs,
-    });
+    return new MicroVmSandbox(
+      this,
+      newId(),
+      spec,
+      accel,
+      tscKhz,
+      {
+        kernel: spec.kernel ?? assets.kernel,
+        initrd: spec.initrd ?? assets.initrd,
+        rootfs: spec.guestImage ?? assets.rootfs,
+      },
+      null,
+    );
   }
 
   /** What a snapshot taken now would record; a restore requires the same. */
@@ -189,6 +197,7 @@ export class MicroVmDriver implements SandboxDriver {
     const assets = loadAssets();
     const id = newId();
     return new MicroVmSandbox(
+      this,
       id,
       spec,
       meta.inputs.accel,
@@ -229,6 +238,7 @@ class MicroVmSandbox implements Sandbox {
   private readonly record: OwnerRecord;
 
   constructor(
+    private readonly owner: MicroVmDriver,
     readonly id: string,
     private readonly spec: SandboxSpec,
     private readonly accel: Accel,
@@ -239,7 +249,7 @@ class MicroVmSandbox implements Sandbox {
       dir: string;
       meta: SnapshotMeta;
       clockOffsetMs: number;
-    } | null = null,
+    } | null,
   ) {
     this.dir = sandboxDir(id);
     this.record = newOwnerRecord(id, sandboxCgroupPaths(id));
@@ -577,7 +587,7 @@ class MicroVmSandbox implements Sandbox {
         `a snapshot goes into the folder of the sandbox's memoryFile (${mem ?? 'none set'})`,
       );
     }
-    const inputs = await new MicroVmDriver().snapshotInputs();
+    const inputs = await this.owner.snapshotInputs();
     if (inputs.accel !== this.accel) {
       throw new IsolaError(
         'E_SNAPSHOT',
