@@ -145,7 +145,11 @@ function memAvailableMiB(): number {
 }
 
 /** One invocation on a clone, as an instance makes it (restore frame, then an invoke). */
-async function touch(sb: Sandbox, meta: Record<string, unknown>): Promise<void> {
+/**
+ * One invocation on a clone, as an instance makes it (restore frame, then an invoke). The
+ * channel stays open, as an instance keeps it: with no host on its port the runtime polls it.
+ */
+async function touch(sb: Sandbox, meta: Record<string, unknown>): Promise<RuntimeChannel> {
   const rt = new RuntimeChannel(
     await sb.functionChannel(),
     1 + (randomBytes(3).readUIntBE(0, 3) | 0),
@@ -156,7 +160,7 @@ async function touch(sb: Sandbox, meta: Record<string, unknown>): Promise<void> 
     Buffer.from('{"n":1}'),
     30_000,
   );
-  rt.close();
+  return rt;
 }
 
 async function sandboxLevel(snapDir: string) {
@@ -193,6 +197,7 @@ async function sandboxLevel(snapDir: string) {
   // Density: DENSITY_N idle clones, each invoked once, then measured after they settle.
   const availBefore = memAvailableMiB();
   const clones: Sandbox[] = [];
+  const channels: RuntimeChannel[] = [];
   const meta = JSON.parse(readFileSync(path.join(snapDir, 'snapshot.json'), 'utf8')) as {
     extra: Record<string, unknown>;
   };
@@ -201,7 +206,7 @@ async function sandboxLevel(snapDir: string) {
       const c = await driver.fromSnapshot(snapDir);
       clones.push(c);
       await c.start();
-      await touch(c, meta.extra);
+      channels.push(await touch(c, meta.extra));
       process.stderr.write(`\r[bench] density ${i + 1}/${DENSITY_N}   `);
     }
     process.stderr.write('\n');
@@ -233,6 +238,7 @@ async function sandboxLevel(snapDir: string) {
       },
     };
   } finally {
+    for (const rt of channels) rt.close();
     await Promise.all(clones.map((c) => c.destroy()));
   }
 }
@@ -272,14 +278,15 @@ async function main(): Promise<void> {
     );
     const kinds: Record<string, number> = {};
     for (const r of burst) kinds[r.kind] = (kinds[r.kind] ?? 0) + 1;
-    results.burst = {
-      functions: BURST_FUNCTIONS,
-      requests: BURST_REQUESTS,
-      lastResponseMs: Math.round(performance.now() - t0),
-      errors: burst.filter((r) => !r.ok).length,
-      starts: kinds,
-      latency: summarize(burst.map((r) => r.ms)),
-    };
+    if (want('burst'))
+      results.burst = {
+        functions: BURST_FUNCTIONS,
+        requests: BURST_REQUESTS,
+        lastResponseMs: Math.round(performance.now() - t0),
+        errors: burst.filter((r) => !r.ok).length,
+        starts: kinds,
+        latency: summarize(burst.map((r) => r.ms)),
+      };
     await untilZero(s);
     // Sandbox level, from the noop function's snapshot.
     const snaps = path.join(s.dir, 'data/snapshots');
@@ -300,8 +307,12 @@ async function main(): Promise<void> {
     }
   }
   if (ONLY !== null) {
-    process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
-    return; // a partial run writes no result files
+    // A partial run updates its phases in the last full run's results.
+    const file = path.join(ROOT, 'bench/results/cold-start.json');
+    const last = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    const { when, ...fresh } = results;
+    Object.assign(last, fresh, { updated: { phases: ONLY, at: when } });
+    Object.assign(results, last);
   }
 
   const row = (name: string, d: Summary) =>
@@ -324,7 +335,7 @@ async function main(): Promise<void> {
   const md = [
     '# Cold start (bench/cold-start.ts)',
     '',
-    `${results.when}, ${os.cpus().length} CPUs, accelerator from \`isola doctor\`. Milliseconds; end to end at the client unless said.`,
+    `${results.when}, ${os.cpus().length} CPUs, accelerator from \`isola doctor\`. Milliseconds; end to end at the client unless said.${results.updated ? ` Phases ${JSON.stringify((results.updated as { phases: string[] }).phases)} re-run at ${(results.updated as { at: string }).at}.` : ''}`,
     '',
     '| start | n | p50 | p95 | p99 | min | max |',
     '| --- | --- | --- | --- | --- | --- | --- |',

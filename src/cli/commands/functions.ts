@@ -15,6 +15,7 @@ interface FnOut {
   }>;
   config: { memoryMiB: number; timeoutS: number } | null;
   secrets: string[];
+  snapshot: string;
 }
 
 const aliasText = (a: FnOut['aliases'][number]) =>
@@ -31,7 +32,7 @@ export async function ls(argv: string[]): Promise<number> {
   else
     process.stdout.write(
       table(
-        ['NAME', 'RUNTIME', 'VERSION', 'ALIASES', 'MEMORY', 'TIMEOUT', 'UPDATED'],
+        ['NAME', 'RUNTIME', 'VERSION', 'ALIASES', 'MEMORY', 'TIMEOUT', 'SNAPSHOT', 'UPDATED'],
         functions.map((f) => [
           f.name,
           f.runtime,
@@ -39,6 +40,7 @@ export async function ls(argv: string[]): Promise<number> {
           f.aliases.map(aliasText).join(' ') || '-',
           f.config ? `${f.config.memoryMiB} MiB` : '-',
           f.config ? `${f.config.timeoutS} s` : '-',
+          f.snapshot,
           when(f.updatedAt),
         ]),
       ),
