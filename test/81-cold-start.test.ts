@@ -180,6 +180,10 @@ describe('cold start: snapshots, clones, burst', () => {
     );
     t.diagnostic(`tenant peak concurrency ${peak} (quota ${BURST_QUOTA})`);
     assert.ok(peak > 1 && peak <= BURST_QUOTA, `peak ${peak}`);
+    // The start steps and the snapshot work are in the metrics.
+    assert.match(metrics.text, /isola_start_step_seconds_count\{[^}]*kind="restored"[^}]*\} [1-9]/);
+    assert.match(metrics.text, /isola_instance_starts_total\{kind="restored"\} [1-9]/);
+    assert.match(metrics.text, /isola_snapshot_operations\{op="restores"\} [1-9]/);
     // After the idle timeout every instance is gone, and no QEMU process remains.
     let left = -1;
     for (let i = 0; i < 60 && left !== 0; i++) {

@@ -106,7 +106,10 @@ export class Platform {
       new Histogram('isola_invocation_duration_seconds', 'Invocation time in the function.'),
     ),
     starts: this.metrics.add(
-      new Counter('isola_instance_starts_total', 'Instance acquisitions by kind (warm, booted).'),
+      new Counter(
+        'isola_instance_starts_total',
+        'Instance acquisitions by kind (warm, restored, booted).',
+      ),
     ),
     startTime: this.metrics.add(
       new Histogram('isola_start_duration_seconds', 'Time to get an instance, by start kind.'),
@@ -169,6 +172,18 @@ export class Platform {
           counts.set(instance.state, (counts.get(instance.state) ?? 0) + 1);
         return [...counts].map(([state, n]) => [{ state }, n]);
       }),
+    );
+    this.metrics.add(
+      new Gauge('isola_snapshot_operations', 'Snapshot work since start, by operation.', () =>
+        Object.entries(this.snapshots?.stats ?? {}).map(([op, n]) => [{ op }, n]),
+      ),
+    );
+    this.metrics.add(
+      new Gauge(
+        'isola_prespawned_vmms',
+        'VMMs pre-spawned (or spawning) for the next restore.',
+        () => [[{}, this.snapshots?.spareCount ?? 0]],
+      ),
     );
     this.metrics.add(
       new Gauge(

@@ -435,7 +435,14 @@ describe('Pool', () => {
     const all = [pool.acquire(s, 2000), pool.acquire(s, 2000), pool.acquire(s, 2000)];
     await sleep(50);
     assert.equal(ids().length, 1, 'the others wait while the first starts');
-    const leases = await Promise.all(all.map((p) => p.then((l) => (pool.release(l), l))));
+    const leases = await Promise.all(
+      all.map((p) =>
+        p.then((l) => {
+          pool.release(l);
+          return l;
+        }),
+      ),
+    );
     assert.ok(ids().length <= 3);
     assert.equal(leases.length, 3);
     await pool.close();
