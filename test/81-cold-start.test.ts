@@ -65,10 +65,17 @@ describe('cold start: snapshots, clones, burst', () => {
   });
 
   after(async () => {
-    const code = await srv.stop('SIGTERM');
-    assert.equal(code, 0, srv.output());
-    assert.equal(findQemuProcesses(runDir()).length, 0, 'no QEMU process after the server stopped');
-    cleanup(dir);
+    try {
+      const code = await srv.stop('SIGTERM');
+      assert.equal(code, 0, srv.output());
+      assert.equal(
+        findQemuProcesses(runDir()).length,
+        0,
+        'no QEMU process after the server stopped',
+      );
+    } finally {
+      cleanup(dir);
+    }
   });
 
   test('a restored function answers; two clones differ in randomness and hostname; secrets arrive', async () => {

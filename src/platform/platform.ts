@@ -645,7 +645,7 @@ export class Platform {
       // The snapshot is made ahead of the first start (as SnapStart does when a version is
       // published); the warm pool, if any, then starts from it.
       const image = this.functionImage(spec);
-      if (image && opts.snapshots !== false) this.snapshots?.prepare(image);
+      if (image && opts.snapshots !== false) await this.snapshots?.prepare(image);
       if (spec.minInstances > 0) this.pool.prewarm(spec);
     }
     this.pool.retire(f.id, keep);

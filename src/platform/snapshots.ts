@@ -175,7 +175,10 @@ export class SnapshotManager {
    * Build (or find) the function's snapshot ahead of the first start; never throws. No VMM is
    * pre-spawned for it until it runs (a function at zero holds no process).
    */
-  prepare(fn: FunctionImage): void {
+  async prepare(fn: FunctionImage): Promise<void> {
+    // The key is registered for the group before this returns: a retire that follows (the
+    // previous version's, in the same deploy) must see that the new group shares it.
+    await this.fnKey(fn);
     this.fnSnapshot(fn).catch(() => undefined);
   }
 
@@ -324,8 +327,8 @@ export class SnapshotManager {
       const mine: Promise<FnEntry> = this.buildFn(key, fn).then(
         (e) => {
           if (this.fns.get(key) !== mine) {
-            // Retired (deploy, delete) while it was being built.
-            rmSync(e.dir, { recursive: true, force: true });
+            // Retired (deploy, delete) while it was being built; unless wanted again since.
+            if (!this.fns.has(key)) rmSync(e.dir, { recursive: true, force: true });
             throw new IsolaError('E_SNAPSHOT', `${fn.functionName} v${fn.version} was retired`);
           }
           this.settled.set(key, e);
@@ -420,7 +423,7 @@ export class SnapshotManager {
           this.building.add(sb);
           await sb.start();
           await sb.snapshot(tmp, { kind: 'base' });
-          renameSync(tmp, dir);
+          if (!publish(tmp, dir)) return dir;
           this.stats.baseBuilds++;
           this.log(
             `base snapshot ${path.basename(dir)} built in ${Math.round(performance.now() - t0)} ms`,
@@ -513,7 +516,18 @@ export class SnapshotManager {
           version: fn.version,
         });
         rt.close();
-        renameSync(tmp, dir);
+        // Another build of the same key (a version retired and wanted again meanwhile) may have
+        // finished first: same inputs, same snapshot; keep that one.
+        if (!publish(tmp, dir)) {
+          return {
+            key,
+            dir,
+            meta: readSnapshotMeta(dir),
+            spare: [],
+            filling: false,
+            parked: false,
+          };
+        }
         this.stats.fnBuilds++;
         this.log(
           `snapshot of ${fn.functionName} v${fn.version} built in ${Math.round(performance.now() - t0)} ms`,
@@ -526,6 +540,14 @@ export class SnapshotManager {
       }
     });
   }
+}
+
+/** Move a finished build into place; false when a build of the same key got there first. */
+function publish(tmp: string, dir: string): boolean {
+  if (existsSync(path.join(dir, SNAPSHOT_META))) return false;
+  rmSync(dir, { recursive: true, force: true }); // a leftover without its meta: not a snapshot
+  renameSync(tmp, dir);
+  return true;
 }
 
 function baseKey(inputs: SnapshotInputs, memoryMiB: number, vcpus: number): string {
