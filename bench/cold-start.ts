@@ -25,7 +25,7 @@ import { RuntimeChannel } from '../src/platform/instance.js';
 import { MicroVmDriver } from '../src/sandbox/drivers/microvm.js';
 import type { Sandbox } from '../src/sandbox/sandbox.js';
 import { type BenchServer, ROOT, deployNoop, startServer, stopServer } from './server.js';
-import { type Summary, summarize, writeResults } from './stats.js';
+import { type Summary, percentile, summarize, writeResults } from './stats.js';
 const N = Number(process.env.BENCH_N ?? 50);
 const BOOTED_N = Number(process.env.BENCH_BOOTED_N ?? N);
 const DENSITY_N = Number(process.env.BENCH_DENSITY_N ?? 40);
@@ -33,6 +33,8 @@ const RESTORE_N = Number(process.env.BENCH_RESTORE_N ?? 30);
 const BURST_FUNCTIONS = 20;
 const BURST_REQUESTS = 100;
 const IDLE_S = 1;
+/** How long the idle clones' CPU use is measured. */
+const IDLE_CPU_WINDOW_S = 10;
 /** BENCH_ONLY=burst,warm,... runs only those phases (restored, warm, burst, sandbox, booted). */
 const ONLY = process.env.BENCH_ONLY?.split(',') ?? null;
 const want = (phase: string) => ONLY === null || ONLY.includes(phase);
@@ -139,6 +141,12 @@ function memoryOf(pid: number): { uss: number; pss: number; rss: number } {
   };
 }
 
+/** User + system CPU time of a process (seconds). */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
 function memAvailableMiB(): number {
   const t = readFileSync('/proc/meminfo', 'utf8');
   return Number(/^MemAvailable:\s+(\d+)/m.exec(t)?.[1] ?? 0) / 1024;
@@ -212,6 +220,11 @@ async function sandboxLevel(snapDir: string) {
     process.stderr.write('\n');
     await sleep(3000);
     const mems = clones.map((c) => memoryOf(c.vmmPid!));
+    // CPU the idle clones use (QEMU user + system time over IDLE_CPU_WINDOW_S).
+    const pids = clones.map((c) => c.vmmPid!);
+    const cpu0 = pids.map(cpuSeconds);
+    await sleep(IDLE_CPU_WINDOW_S * 1000);
+    const idleCpu = pids.map((p, i) => ((cpuSeconds(p) - cpu0[i]!) / IDLE_CPU_WINDOW_S) * 100);
     const availAfter = memAvailableMiB();
     const uss = mems.map((m) => m.uss);
     const pss = mems.map((m) => m.pss);
@@ -229,6 +242,12 @@ async function sandboxLevel(snapDir: string) {
         pssMiB: summarize(pss),
         rssMiB: summarize(mems.map((m) => m.rss)),
         memAvailableDropPerCloneMiB: Math.round(usedPerClone * 10) / 10,
+        /** Percent of one host CPU each idle clone uses (guest timers, QEMU's main loop). */
+        idleCpuPercent: summarize(idleCpu),
+        /** Idle clones the host's CPUs carry at that rate (the limit before memory is). */
+        projectedClonesByIdleCpu: Math.floor(
+          (os.cpus().length * 100) / Math.max(percentile(idleCpu, 50), 0.01),
+        ),
         memTotalMiB: Math.round(os.totalmem() / 1048576),
         memAvailableBeforeMiB: Math.round(availBefore),
         /** Idle restored clones the memory available before the run holds, at the mean USS. */
@@ -330,6 +349,8 @@ async function main(): Promise<void> {
       projectedClonesByUss: number;
       projectedClonesByMemAvailable: number;
       memAvailableDropPerCloneMiB: number;
+      idleCpuPercent: Summary;
+      projectedClonesByIdleCpu: number;
     };
   };
   const md = [
@@ -353,7 +374,7 @@ async function main(): Promise<void> {
     '',
     `Restores per second (sandbox level, two at a time): ${r.restore.restoresPerSecond}.`,
     '',
-    `Density: ${r.density.clones} idle restored clones (each invoked once): USS p50 ${r.density.ussMiB.p50} MiB (max ${r.density.ussMiB.max}), PSS p50 ${r.density.pssMiB.p50} MiB; MemAvailable fell ${r.density.memAvailableDropPerCloneMiB} MiB per clone. This machine holds about ${r.density.projectedClonesByUss} such clones by USS, ${r.density.projectedClonesByMemAvailable} by the MemAvailable drop.`,
+    `Density: ${r.density.clones} idle restored clones (each invoked once): USS p50 ${r.density.ussMiB.p50} MiB (max ${r.density.ussMiB.max}), PSS p50 ${r.density.pssMiB.p50} MiB; MemAvailable fell ${r.density.memAvailableDropPerCloneMiB} MiB per clone. This machine holds about ${r.density.projectedClonesByUss} such clones by USS, ${r.density.projectedClonesByMemAvailable} by the MemAvailable drop. Idle, each uses ${r.density.idleCpuPercent.p50} % of a host CPU (p95 ${r.density.idleCpuPercent.p95}): by CPU the ${os.cpus().length} CPUs carry about ${r.density.projectedClonesByIdleCpu} idle clones.`,
     '',
   ].join('\n');
   const out = writeResults(path.join(ROOT, 'bench/results'), 'cold-start', results, md);

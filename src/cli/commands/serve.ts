@@ -126,7 +126,7 @@ async function quickstart(
     );
   }
   log(
-    `tenant "${tenant.name}", key in ${keyFile}; call the example (the first call boots its micro-VM):`,
+    `tenant "${tenant.name}", key in ${keyFile}; call the example (the first call waits for its snapshot or boot; later cold starts restore in ~0.3 s):`,
     { tenant: tenant.name, key },
   );
   process.stdout.write(
