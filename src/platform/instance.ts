@@ -14,7 +14,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
-import { IsolaError, toIsolaError } from '../errors.js';
+import { type ErrorCode, IsolaError, toIsolaError } from '../errors.js';
 import { createWritableLayer, ensureRootfsImage } from '../image/rootfs.js';
 import { loadImage } from '../image/rootfs.js';
 import { imageRunSpec } from '../image/runtime-spec.js';
@@ -35,6 +35,7 @@ import {
   heapLimitMiB,
 } from '../protocol/function.js';
 import type { ExitStatus } from '../protocol/messages.js';
+import type { ExecIo } from '../sandbox/agent-client.js';
 import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
 import type { ExecRequest, Sandbox, SandboxProcess } from '../sandbox/sandbox.js';
 import type { Clone } from './snapshots.js';
@@ -254,16 +255,12 @@ export class Instance {
     return { path: overlay, readonly: false, format: 'qcow2' };
   }
 
-  private async must(argv: string[]): Promise<void> {
-    const r = await this.sandbox!.run(argv);
-    if (r.exitCode !== 0) {
-      throw new IsolaError('E_FUNCTION_UNAVAILABLE', `${argv.join(' ')}: ${r.stderr.trim()}`);
-    }
+  private must(argv: string[]): Promise<void> {
+    return runOrFail(this.sandbox!, argv, 'E_FUNCTION_UNAVAILABLE');
   }
 
   private async startNode(): Promise<void> {
-    await this.must(['mount', '-t', 'ext4', '-o', 'ro', '/dev/vdb', TASK_DIR]);
-    this.proc = await this.sandbox!.exec(nodeRuntimeExec(this.spec), this.outputIo());
+    this.proc = await launchNodeRuntime(this.sandbox!, this.spec, this.outputIo());
     this.watchExit();
   }
 
@@ -711,10 +708,33 @@ function imageOutcome(res: { status: number; headers: http.IncomingHttpHeaders; 
   };
 }
 
-/** How the Node.js runtime is started in the guest (by an instance, or a snapshot template). */
-export function nodeRuntimeExec(
-  spec: Pick<InstanceSpec, 'env' | 'config' | 'bundle' | 'functionName' | 'version'>,
-): ExecRequest {
+/** Run a command in the sandbox; a non-zero exit is an error with `code` and its stderr. */
+export async function runOrFail(sb: Sandbox, argv: string[], code: ErrorCode): Promise<void> {
+  const r = await sb.run(argv);
+  if (r.exitCode !== 0) throw new IsolaError(code, `${argv.join(' ')}: ${r.stderr.trim()}`);
+}
+
+/**
+ * Mount the bundle (the drive after the guest image) read-only at TASK_DIR and start the
+ * Node.js runtime: by an instance that booted, and by a snapshot template, which first drops
+ * the blocks the guest cached of the slot's placeholder (`flushSlot`).
+ */
+export async function launchNodeRuntime(
+  sb: Sandbox,
+  spec: RuntimeSpec,
+  io: ExecIo,
+  opts: { flushSlot?: boolean; errorCode?: ErrorCode } = {},
+): Promise<SandboxProcess> {
+  const code = opts.errorCode ?? 'E_FUNCTION_UNAVAILABLE';
+  if (opts.flushSlot) await runOrFail(sb, ['/opt/isola/guestctl', 'flushbufs', '/dev/vdb'], code);
+  await runOrFail(sb, ['mount', '-t', 'ext4', '-o', 'ro', '/dev/vdb', TASK_DIR], code);
+  return sb.exec(nodeRuntimeExec(spec), io);
+}
+
+type RuntimeSpec = Pick<InstanceSpec, 'env' | 'config' | 'bundle' | 'functionName' | 'version'>;
+
+/** How the Node.js runtime is started in the guest. */
+function nodeRuntimeExec(spec: RuntimeSpec): ExecRequest {
   return {
     argv: [
       '/usr/bin/node',

@@ -213,8 +213,9 @@ export class Platform {
         rmSync(path.join(opts.dataDir, d, e), { recursive: true, force: true });
     }
     const p = new Platform(opts);
-    // Snapshots of other guest builds, half-built ones and those of old versions go.
-    await p.snapshots
+    // Snapshots of other guest builds and half-built ones go; off the start-up path (it may
+    // have to probe the accelerator first): snapshot work waits for it.
+    p.snapshots
       ?.gc()
       .catch((err: unknown) => process.stderr.write(`isola: snapshot clean-up: ${String(err)}\n`));
     for (const t of await p.store.listTenants()) {

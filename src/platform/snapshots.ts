@@ -2,17 +2,19 @@
 //
 //   base snapshot   one per guest build and VM size: a booted guest, agent ready, an empty drive
 //                   slot (a sparse placeholder the size of the largest code bundle).
-//   function        one per function version (and secrets revision): a clone of the base with
-//   snapshot        the bundle in the slot, mounted, the runtime started and the handler loaded.
+//   function        one per function version: a clone of the base with the bundle in the slot,
+//   snapshot        mounted, the runtime started and the handler loaded (secrets are not in it:
+//                   a clone's runtime gets them when restored).
 //   clone           an instance: a VMM mapping the function snapshot's memory copy-on-write and
 //                   loading its device state, then given its own clock, hostname and entropy.
 //
 // Pre-spawned VMMs (QEMU started with its devices, waiting for the state) are kept per function
-// snapshot, so that a restore pays neither process start nor device set-up.
+// snapshot while its version runs, so that a restore pays neither process start nor device
+// set-up; they are parked when it scales to zero.
 //
 // Folders live in DATA_DIR/snapshots: `base-<key>` and `fn-<key>`, the key a digest of every
 // input (guest assets, agent and protocol versions, QEMU, accelerator, VM size; for functions
-// also the bundle, handler, environment and secrets). A changed input is a new key; the old
+// also the bundle, handler and environment). A changed input is a new key; the old
 // folder is never restored (the driver also checks each snapshot's recorded inputs) and is
 // removed: function snapshots when their version retires, everything stale at start.
 
@@ -33,7 +35,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { IsolaError, toIsolaError } from '../errors.js';
 import { SNAPSHOT_CLOCK_SKEW_MS } from '../guest/clone-random.js';
-import { TASK_DIR } from '../protocol/function.js';
 import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import {
@@ -44,7 +45,13 @@ import {
   readSnapshotMeta,
   staleReasons,
 } from '../sandbox/snapshot.js';
-import { INIT_TIMEOUT_MS, type InstanceSpec, RuntimeChannel, nodeRuntimeExec } from './instance.js';
+import { Limiter } from '../util/limiter.js';
+import {
+  INIT_TIMEOUT_MS,
+  type InstanceSpec,
+  RuntimeChannel,
+  launchNodeRuntime,
+} from './instance.js';
 
 /** The drive slot: room for the largest bundle image (250 MiB unpacked plus ext4 overhead). */
 export const SLOT_BYTES = 512 * 1024 * 1024;
@@ -111,8 +118,11 @@ export class SnapshotManager {
   private readonly byGroup = new Map<string, { key: string; group: FunctionImage['group'] }>();
   private readonly failed = new Map<string, { at: number; error: IsolaError }>();
   private inputs: Promise<SnapshotInputs> | null = null;
-  private builds = 0;
-  private readonly buildQueue: Array<() => void> = [];
+  /** Builds and restores are CPU-bound: a few at a time. */
+  private readonly builds = new Limiter(BUILD_CONCURRENCY);
+  private readonly restores = new Limiter(MAX_CONCURRENT_RESTORES);
+  /** The clean-up at start (gc); builds and restores wait for it. */
+  private cleaned: Promise<unknown> = Promise.resolve();
   private closed = false;
   readonly stats = { baseBuilds: 0, fnBuilds: 0, restores: 0, prespawned: 0, failures: 0 };
 
@@ -129,7 +139,13 @@ export class SnapshotManager {
    * build, agent, QEMU, accelerator). Valid function snapshots stay: a restarted server restores
    * from them without rebuilding. Run once at server start.
    */
-  async gc(): Promise<string[]> {
+  gc(): Promise<string[]> {
+    const p = this.collect();
+    this.cleaned = p.catch(() => undefined);
+    return p;
+  }
+
+  private async collect(): Promise<string[]> {
     const inputs = await this.currentInputs();
     const removed: string[] = [];
     for (const name of readdirSync(this.dir)) {
@@ -203,27 +219,22 @@ export class SnapshotManager {
     const built = !existsSync(path.join(this.dir, `fn-${key}`, SNAPSHOT_META));
     const entry = await this.fnSnapshot(fn);
     entry.parked = false;
-    await this.restoreSlot();
-    let sandbox: Sandbox;
-    try {
+    const sandbox = await this.restores.run(async () => {
+      if (this.closed) throw new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down');
       const spare = entry.spare.shift();
       if (spare) this.stats.prespawned++;
-      sandbox = spare ?? (await this.driver.fromSnapshot(entry.dir));
-    } catch (err) {
-      this.restoreDone();
-      throw err;
-    }
-    // The replacement VMM is spawned after this clone's first moments: both want the host's
-    // CPUs, and the clone is what a request waits for.
-    setTimeout(() => this.fill(entry), REFILL_DELAY_MS).unref();
-    try {
-      await sandbox.start();
-    } catch (err) {
-      await sandbox.destroy().catch(() => undefined);
-      throw err;
-    } finally {
-      this.restoreDone();
-    }
+      const sb = spare ?? (await this.driver.fromSnapshot(entry.dir));
+      // The replacement VMM is spawned after this clone's first moments: both want the host's
+      // CPUs, and the clone is what a request waits for.
+      setTimeout(() => this.fill(entry), REFILL_DELAY_MS).unref();
+      try {
+        await sb.start();
+      } catch (err) {
+        await sb.destroy().catch(() => undefined);
+        throw err;
+      }
+      return sb;
+    });
     this.stats.restores++;
     return { sandbox, meta: entry.meta, built };
   }
@@ -257,7 +268,7 @@ export class SnapshotManager {
    */
   async close(): Promise<void> {
     this.closed = true;
-    for (const r of this.restoreQueue.splice(0)) r();
+    this.restores.releaseWaiters();
     const building = [...this.building];
     await Promise.all(building.map((s) => s.destroy().catch(() => undefined)));
     const spare = [...this.settled.values()].flatMap((e) => e.spare.splice(0));
@@ -283,24 +294,27 @@ export class SnapshotManager {
     entry.filling = true;
     void (async () => {
       let sb: Sandbox | null = null;
+      let kept = false;
       try {
         sb = await this.driver.fromSnapshot(entry.dir);
         await sb.prepare();
         if (!this.closed && !entry.parked && this.fns.has(entry.key)) {
           entry.spare.push(sb);
-          sb = null;
+          kept = true;
         }
       } catch {
-        // a failed pre-spawn only costs the next restore its spawn time
+        // a failed pre-spawn only costs the next restore its spawn time (and is not retried
+        // until the next clone is taken)
       } finally {
-        if (sb) await sb.destroy().catch(() => undefined);
+        if (sb && !kept) await sb.destroy().catch(() => undefined);
         entry.filling = false;
       }
-      if (sb === null && entry.spare.length > 0) this.fill(entry);
+      if (kept) this.fill(entry); // more wanted (ISOLA_PRESPAWN > 1)
     })();
   }
 
   private async fnKey(fn: FunctionImage): Promise<string> {
+    await this.cleaned; // never build into a folder the start-up clean-up is emptying
     const inputs = await this.currentInputs();
     const key = digest({
       kind: 'function',
@@ -359,39 +373,6 @@ export class SnapshotManager {
       renameSync(tmp, file);
     }
     return file;
-  }
-
-  /** Restores at once: each is CPU-bound (QEMU start, TCG translating the resumed guest). */
-  private restoring = 0;
-  private readonly restoreQueue: Array<() => void> = [];
-
-  private async restoreSlot(): Promise<void> {
-    if (this.restoring >= MAX_CONCURRENT_RESTORES) {
-      await new Promise<void>((r) => this.restoreQueue.push(r));
-    }
-    this.restoring++;
-    if (this.closed) {
-      this.restoreDone();
-      throw new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down');
-    }
-  }
-
-  private restoreDone(): void {
-    this.restoring--;
-    this.restoreQueue.shift()?.();
-  }
-
-  private async withBuildSlot<T>(f: () => Promise<T>): Promise<T> {
-    if (this.builds >= BUILD_CONCURRENCY) {
-      await new Promise<void>((r) => this.buildQueue.push(r));
-    }
-    this.builds++;
-    try {
-      return await f();
-    } finally {
-      this.builds--;
-      this.buildQueue.shift()?.();
-    }
   }
 
   /** The base snapshot for a VM size: boot a guest with the empty slot, snapshot it. */
@@ -458,9 +439,9 @@ export class SnapshotManager {
       throw new IsolaError('E_SNAPSHOT', `bundle image of ${size} bytes exceeds the drive slot`);
     }
     const baseDir = await this.base(fn.config.memoryMiB, fn.config.vcpus);
-    return this.withBuildSlot(async () => {
+    return this.builds.run(async () => {
       if (existsSync(path.join(dir, SNAPSHOT_META))) {
-        return { key, dir, meta: readSnapshotMeta(dir), spare: [], filling: false, parked: false };
+        return newEntry(key, dir, readSnapshotMeta(dir));
       }
       const tmp = mkdtempSync(path.join(this.dir, '.tmp-fn-'));
       const t0 = performance.now();
@@ -475,13 +456,15 @@ export class SnapshotManager {
         });
         this.building.add(sb);
         await sb.start();
-        // The slot's placeholder was read at boot (partition scan): drop those cached blocks.
-        await must(sb, ['/opt/isola/guestctl', 'flushbufs', '/dev/vdb']);
-        await must(sb, ['mount', '-t', 'ext4', '-o', 'ro', '/dev/vdb', TASK_DIR]);
+        // The slot's placeholder was read at boot (partition scan): flushSlot drops those
+        // cached blocks before the bundle is mounted.
         const out: string[] = [];
-        const proc = await sb.exec(nodeRuntimeExec(fn), {
-          onStderr: (d) => out.push(d.toString('utf8')),
-        });
+        const proc = await launchNodeRuntime(
+          sb,
+          fn,
+          { onStderr: (d) => out.push(d.toString('utf8')) },
+          { flushSlot: true, errorCode: 'E_SNAPSHOT' },
+        );
         const rt = new RuntimeChannel(await sb.functionChannel());
         const died = proc.exited.then((s) => {
           throw new IsolaError(
@@ -519,20 +502,13 @@ export class SnapshotManager {
         // Another build of the same key (a version retired and wanted again meanwhile) may have
         // finished first: same inputs, same snapshot; keep that one.
         if (!publish(tmp, dir)) {
-          return {
-            key,
-            dir,
-            meta: readSnapshotMeta(dir),
-            spare: [],
-            filling: false,
-            parked: false,
-          };
+          return newEntry(key, dir, readSnapshotMeta(dir));
         }
         this.stats.fnBuilds++;
         this.log(
           `snapshot of ${fn.functionName} v${fn.version} built in ${Math.round(performance.now() - t0)} ms`,
         );
-        return { key, dir, meta, spare: [], filling: false, parked: false };
+        return newEntry(key, dir, meta);
       } finally {
         if (sb) this.building.delete(sb);
         await sb?.destroy().catch(() => undefined);
@@ -540,6 +516,10 @@ export class SnapshotManager {
       }
     });
   }
+}
+
+function newEntry(key: string, dir: string, meta: SnapshotMeta): FnEntry {
+  return { key, dir, meta, spare: [], filling: false, parked: false };
 }
 
 /** Move a finished build into place; false when a build of the same key got there first. */
@@ -552,11 +532,4 @@ function publish(tmp: string, dir: string): boolean {
 
 function baseKey(inputs: SnapshotInputs, memoryMiB: number, vcpus: number): string {
   return digest({ kind: 'base', inputs, memoryMiB, vcpus, slot: SLOT_BYTES });
-}
-
-async function must(sb: Sandbox, argv: string[]): Promise<void> {
-  const r = await sb.run(argv);
-  if (r.exitCode !== 0) {
-    throw new IsolaError('E_SNAPSHOT', `${argv.join(' ')}: ${r.stderr.trim()}`);
-  }
 }

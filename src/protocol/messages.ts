@@ -231,7 +231,6 @@ export function parseRequest(
     case 'wait':
       if (!isInt(v.execId)) return bad('wait.execId must be an integer');
       break;
-
     case 'readFile':
       if (!isStr(v.path, 4096) || !v.path.startsWith('/'))
         return bad('readFile.path must be an absolute path');

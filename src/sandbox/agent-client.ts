@@ -66,10 +66,8 @@ export class AgentClient extends EventEmitter implements ConnTransport {
   private readonly earlyConn = new Map<number, Array<{ ev: Event; body: Buffer }>>();
   private nextId = 1;
   private closed = false;
-  /** Frames are ignored until the hello nonce comes back (stale replies after a restore). */
+  /** Frames are ignored until the hello nonce comes back (replies from before a reconnect). */
   private handshakeNonce: string | null = null;
-  /** The hello in flight: other requests wait for it (their replies would be dropped). */
-  private handshake: Promise<unknown> | null = null;
   readonly protocolErrors: string[] = [];
 
   /**
@@ -113,11 +111,11 @@ export class AgentClient extends EventEmitter implements ConnTransport {
   ): Promise<{ version: number; agentVersion: string }> {
     const nonce = randomUUID();
     this.handshakeNonce = nonce;
-    const p = this.request({ op: 'hello', version: PROTOCOL_VERSION, nonce }, undefined, timeoutMs);
-    this.handshake = p;
-    p.catch(() => undefined);
-    const { result } = await p;
-    if (this.handshake === p) this.handshake = null;
+    const { result } = await this.request(
+      { op: 'hello', version: PROTOCOL_VERSION, nonce },
+      undefined,
+      timeoutMs,
+    );
     const r = result as { nonce: string; version: number; agentVersion: string };
     if (r.nonce !== nonce) throw new IsolaError('E_AGENT_PROTOCOL', 'hello nonce mismatch');
     return { version: r.version, agentVersion: r.agentVersion };
@@ -251,9 +249,6 @@ export class AgentClient extends EventEmitter implements ConnTransport {
       return Promise.reject(
         new IsolaError('E_AGENT_DISCONNECTED', `agent channel closed; cannot ${req.op}`),
       );
-    }
-    if (this.handshake && this.handshakeNonce !== null && req.op !== 'hello') {
-      return this.handshake.then(() => this.request(req, body, timeoutMs));
     }
     const id = this.nextId++;
     const clean = Object.fromEntries(Object.entries(req).filter(([, v]) => v !== undefined));

@@ -371,7 +371,7 @@ class MicroVmSandbox implements Sandbox {
    */
   private async spawnVmm(
     left: () => number,
-  ): Promise<{ attempt: Attempt; race: <T>(p: Promise<T>) => Promise<T> }> {
+  ): Promise<{ attempt: Attempt; race: <T>(p: Promise<T>) => Promise<T>; qmpAt: number }> {
     const socks = this.sockets();
     for (const s of Object.values(socks)) rmSync(s, { force: true });
     const overhead = this.spec.overheadMiB ?? DEFAULT_OVERHEAD_MIB;
@@ -431,6 +431,7 @@ class MicroVmSandbox implements Sandbox {
     attempt.qmp = await race(
       QmpClient.connect(socks.qmpSocket, Math.min(QMP_CONNECT_TIMEOUT_MS, left())),
     );
+    const qmpAt = performance.now();
     await race(qemu.attachConsole(socks.consoleSocket, left()));
     const agentSock = await race(connectUnix(socks.agentSocket, left()));
     attempt.agent = new AgentClient(
@@ -440,15 +441,14 @@ class MicroVmSandbox implements Sandbox {
     // Connected for the VM's whole life, so that guestctl's reads on the port block (no host
     // means end-of-file to the guest), in a snapshot's source as in its clones.
     attempt.ctl = new ControlChannel(await race(connectUnix(socks.controlSocket, left())));
-    return { attempt, race };
+    return { attempt, race, qmpAt };
   }
 
   private async bootSteps(t0: number, deadline: number): Promise<BootTimings> {
     const left = () => Math.max(1, deadline - performance.now());
-    const { attempt, race } = await this.spawnVmm(left);
+    const { attempt, race, qmpAt: tQmp } = await this.spawnVmm(left);
     const qemu = attempt.qemu;
     const agent = attempt.agent!;
-    const tQmp = performance.now();
     // Two-stage watchdog: a kernel that has not reached init by the kernel deadline is hung
     // (seen here at TSC calibration), so it is killed long before the whole boot budget is spent.
     const kernelMs = Math.min(left(), kernelBootTimeoutMs(this.accel));
