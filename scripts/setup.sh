@@ -8,16 +8,17 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # qemu-system-x86: the VMM; busybox-static: the guest's shell tools; e2fsprogs: mkfs.ext4 -d for
-# the guest image; util-linux: setpriv (parent-death signal for QEMU); cpio: initramfs checks in
-# the tests; iproute2: network checks in `isola doctor`; lz4/xz-utils/zstd: unpacking the kernel
-# from its bzImage so QEMU can boot it uncompressed; gcc/libc6-dev: the static in-guest container
-# init (guest-assets/cinit.c); containerd and podman: the OCI runtime's tests drive them;
+# the guest image; util-linux: nsenter (sandbox network set-up); cpio: initramfs checks in the
+# tests; iproute2 and nftables: sandbox networks (uplinks, tap devices, egress rules);
+# lz4/xz-utils/zstd: unpacking the kernel from its bzImage so QEMU can boot it uncompressed;
+# gcc/libc6-dev: the static in-guest container init (guest-assets/cinit.c) and the host helpers
+# (native/: the VMM jail, xattrs); containerd and podman: the OCI runtime's tests drive them;
 # python3: the host half of terminal mode (src/oci/pty-bridge.py passes a pty over a socket);
 # qemu-utils: qemu-img for the per-sandbox copy-on-write layer over a shared image root
 # filesystem; docker-registry, skopeo and apache2-utils (htpasswd): the image tests run a real
 # registry on loopback and push test images to it; openssl: the token server's signing certificate;
 # postgresql: the platform store's contract tests run a real PostgreSQL server on loopback.
-PKGS=(qemu-system-x86 qemu-utils busybox-static e2fsprogs util-linux cpio iproute2 lz4 xz-utils zstd gcc
+PKGS=(qemu-system-x86 qemu-utils busybox-static e2fsprogs util-linux cpio iproute2 nftables lz4 xz-utils zstd gcc
   libc6-dev containerd podman python3 docker-registry skopeo apache2-utils openssl postgresql)
 missing=()
 for p in "${PKGS[@]}"; do

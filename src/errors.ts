@@ -47,6 +47,16 @@ export const ERROR_CODES = {
     doc: 'Restoring a sandbox from a snapshot failed (the VMM did not load the state or the guest did not answer).',
   },
   E_CGROUP: { exit: 4, http: 500, doc: 'Creating or configuring the sandbox cgroup failed.' },
+  E_NETWORK: {
+    exit: 4,
+    http: 500,
+    doc: "Setting up a sandbox's network (namespace, uplink, tap device, egress rules) failed.",
+  },
+  E_JAIL: {
+    exit: 4,
+    http: 500,
+    doc: 'The VMM could not be confined (jail helper missing, namespaces or privilege drop failed).',
+  },
   E_AGENT_DISCONNECTED: {
     exit: 4,
     http: 502,
@@ -193,6 +203,26 @@ export const ERROR_CODES = {
     exit: 8,
     http: 429,
     doc: 'A concurrency, instance or memory limit is reached; retry after the Retry-After seconds.',
+  },
+  E_RATE_LIMITED: {
+    exit: 8,
+    http: 429,
+    doc: 'The API key is over its request rate, or its address over its rate of failed authentications; retry after the Retry-After seconds.',
+  },
+  E_URI_TOO_LONG: {
+    exit: 8,
+    http: 414,
+    doc: 'The request URL (path and query) is over the limit (8 KiB).',
+  },
+  E_HEADERS_TOO_LARGE: {
+    exit: 8,
+    http: 431,
+    doc: 'The request line and headers together are over the limit (64 KiB).',
+  },
+  E_JSON_TOO_DEEP: {
+    exit: 8,
+    http: 400,
+    doc: 'A JSON body nests arrays and objects deeper than the limit (64 levels).',
   },
   E_BAD_BUNDLE: {
     exit: 8,

@@ -4,11 +4,10 @@
 // use with the gcc that set-up installs and cached by its source digest; without a compiler the
 // attributes are counted as skipped, never silently claimed.
 
-import { execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { realpathSync } from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT, cacheDir } from '../assets/paths.js';
+import { nativeHelper } from '../assets/native.js';
 
 export interface XattrRecord {
   /** Absolute host path of the entry (already resolved inside the root). */
@@ -16,26 +15,9 @@ export interface XattrRecord {
   xattrs: Record<string, Buffer>;
 }
 
-const SOURCE = path.join(REPO_ROOT, 'native/setxattrs.c');
-let helper: string | null | undefined;
-
 /** The helper binary, compiled if needed; null when it cannot be built here. */
 export function xattrHelper(): string | null {
-  if (helper !== undefined) return helper;
-  try {
-    const digest = createHash('sha256').update(readFileSync(SOURCE)).digest('hex').slice(0, 16);
-    const bin = path.join(cacheDir(), 'bin', `isola-setxattrs-${digest}`);
-    if (!existsSync(bin)) {
-      mkdirSync(path.dirname(bin), { recursive: true });
-      const tmp = `${bin}.${process.pid}`;
-      execFileSync('gcc', ['-O2', '-o', tmp, SOURCE], { stdio: 'ignore' });
-      renameSync(tmp, bin);
-    }
-    helper = bin;
-  } catch {
-    helper = null;
-  }
-  return helper;
+  return nativeHelper('setxattrs');
 }
 
 /**

@@ -2,6 +2,7 @@
 // drivers later). Callers (CLI, OCI runtime, platform pool) depend on this file only.
 
 import type { Duplex } from 'node:stream';
+import type { EgressPolicy } from '../net/policy.js';
 import type { ExitStatus, GuestInfo, Signal } from '../protocol/messages.js';
 import type { ExecIo } from './agent-client.js';
 import type { SandboxState } from './lifecycle.js';
@@ -139,6 +140,8 @@ export interface RestoreOptions {
    * (a function's snapshot made from the guest image's base snapshot).
    */
   memoryFile?: string;
+  /** Egress policy of a clone of a snapshot with a NIC (default: no egress at all). */
+  egress?: EgressPolicy;
 }
 
 export interface SandboxDriver {

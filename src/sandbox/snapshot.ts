@@ -47,6 +47,8 @@ export interface SnapshotMeta {
     functionPort: boolean;
     /** The source's hostname: part of the kernel command line, which a clone keeps. */
     hostname: string;
+    /** The source had a NIC (its guest configuration, resolvers included, travels along). */
+    network?: { dns: string[] };
   };
   /** What the caller recorded with the snapshot (such as the exec id of a running process). */
   extra: Record<string, unknown>;

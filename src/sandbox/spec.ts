@@ -2,8 +2,10 @@
 // Validation happens before anything is started, so a bad spec costs nothing.
 
 import { existsSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { IsolaError } from '../errors.js';
+import { type EgressPolicy, parseEgressPolicy } from '../net/policy.js';
 
 export const SPEC_DEFAULTS = {
   /** One vCPU: TCG runs one vCPU per host thread; most functions are single-threaded. */
@@ -12,7 +14,27 @@ export const SPEC_DEFAULTS = {
   memoryMiB: 256,
   /** Watchdog retries after a boot that did not reach the agent (microvm+TCG hangs sometimes). */
   bootRetries: 3,
+  /** Resolvers a guest with a network uses (public, so the default egress policy allows them). */
+  dns: ['1.1.1.1', '9.9.9.9'],
 } as const;
+
+const networkSchema = z
+  .object({
+    /** Where the guest may connect (net/policy.ts); default: the public internet only. */
+    egress: z.unknown().transform((v, ctx): EgressPolicy => {
+      try {
+        return parseEgressPolicy(v);
+      } catch (err) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
+    dns: z
+      .array(z.string().refine((a) => isIPv4(a), 'an IPv4 address'))
+      .max(3)
+      .default([...SPEC_DEFAULTS.dns]),
+  })
+  .strict();
 
 const driveSchema = z
   .object({
@@ -64,6 +86,11 @@ export const sandboxSpecSchema = z
      * the sandbox can be snapshotted into the file's folder (Sandbox.snapshot()).
      */
     memoryFile: z.string().min(1).optional(),
+    /**
+     * A network interface (virtio-net) in a network namespace of the sandbox's own, with NAT to
+     * the outside under an egress policy. Absent: no interface at all.
+     */
+    network: networkSchema.optional(),
   })
   .strict();
 

@@ -63,6 +63,26 @@ export interface VmDescription {
   memoryFile?: { path: string; share: boolean };
   /** Wait for an incoming migration (`-incoming defer`): a pre-spawned VMM for a restore. */
   incoming?: boolean;
+  /**
+   * A virtio-net NIC on a tap device (in the VMM's network namespace, net/attach.ts) and the
+   * guest's address on it; the guest's init configures eth0 from the kernel command line.
+   */
+  network?: VmNetwork;
+  /**
+   * QEMU's seccomp filter: no obsolete system calls, no privilege changes, no new processes
+   * (fork/exec), no resource-control calls (the jailed VMM needs none of them).
+   */
+  seccomp?: boolean;
+}
+
+export interface VmNetwork {
+  /** The tap device as an open descriptor the VMM inherits (the jail opens it). */
+  tapFd: number;
+  mac: string;
+  /** Guest address with prefix, e.g. 172.31.255.2/30. */
+  address: string;
+  gateway: string;
+  dns: string[];
 }
 
 export function kernelCmdline(vm: VmDescription): string {
@@ -93,6 +113,10 @@ export function kernelCmdline(vm: VmDescription): string {
     words.push(`tsc_early_khz=${Math.round(vm.tscKhz)}`, 'tsc=reliable');
   }
   if (vm.probe) words.push('isola.probe=1');
+  if (vm.network) {
+    words.push(`isola.net=${vm.network.address},${vm.network.gateway}`);
+    if (vm.network.dns.length) words.push(`isola.dns=${vm.network.dns.join(',')}`);
+  }
   if (vm.kernelArgs) words.push(...vm.kernelArgs);
   return words.join(' ');
 }
@@ -136,6 +160,12 @@ export function buildQemuArgs(vm: VmDescription): string[] {
     '-qmp',
     `unix:${vm.qmpSocket},server=on,wait=off`,
   ];
+  if (vm.seccomp) {
+    args.push(
+      '-sandbox',
+      'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+    );
+  }
   if (!vm.probe) {
     const drives: DriveSpec[] = [
       { id: 'rootfs', path: vm.rootfs, readonly: true, format: 'raw' },
@@ -180,6 +210,14 @@ export function buildQemuArgs(vm: VmDescription): string[] {
       '-device',
       vm.memoryFile ? 'virtio-balloon-device' : 'virtio-balloon-device,free-page-reporting=on',
     );
+    if (vm.network) {
+      args.push(
+        '-netdev',
+        `tap,id=net0,fd=${vm.network.tapFd}`,
+        '-device',
+        `virtio-net-device,netdev=net0,mac=${vm.network.mac}`,
+      );
+    }
   }
   if (vm.paused) args.push('-S');
   if (vm.incoming) args.push('-incoming', 'defer');

@@ -1,51 +1,68 @@
-// Supervision of one QEMU process: spawn it inside its cgroups, with a parent-death signal so it
-// cannot outlive a crashed host process, follow the guest console (the emulated UART, on a unix
-// socket) line by line, and report its exit. Teardown is idempotent.
+// Supervision of one QEMU process: spawn it jailed (vmm/jail.ts) inside its cgroups, with a
+// parent-death signal so it cannot outlive a crashed host process, follow the guest console (the
+// emulated UART, on a unix socket) line by line, and report its exit. Teardown is idempotent.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { existsSync, readFileSync } from 'node:fs';
+import { constants, accessSync, existsSync, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import path from 'node:path';
+import { nativeHelper } from '../assets/native.js';
 import { IsolaError } from '../errors.js';
+import { type JailPlan, jailArgs } from './jail.js';
 import { connectUnix } from './qmp.js';
 
 export const QEMU_BINARY = process.env.ISOLA_QEMU ?? 'qemu-system-x86_64';
 /** Console lines kept for diagnostics (boot failures quote the tail). */
 const CONSOLE_LINES_KEPT = 200;
-/** After SIGKILL to QEMU, time for the launcher to reap it and exit before it is killed too. */
+/** After SIGKILL to QEMU, time for the jail helper to reap it and exit before it is killed too. */
 const KILL_GRACE_MS = 2_000;
-/** Exit code the launcher uses when it cannot join the sandbox cgroup. */
-const LAUNCHER_CGROUP_FAILED = 97;
-
-/**
- * QEMU is started by a small shell launcher that stays its parent:
- *
- *   isola (node) -> [setpriv --pdeathsig KILL] sh OUTER -> sh INNER -exec-> [setpriv] qemu
- *
- * INNER joins the sandbox cgroups (so QEMU starts confined), reports its pid (QEMU's, after exec)
- * on stderr and execs QEMU. OUTER waits for it and exits with its status. Keeping OUTER as QEMU's
- * parent means a killed QEMU is always reaped at once, even when isola itself died and the host's
- * PID 1 does not reap orphans (seen on these machines); a zombie would keep the cgroup busy.
- * The parent-death signals chain isola -> OUTER -> QEMU. ISOLA_PDEATHSIG=0 turns them off (the
- * reaper test uses it to show the reaper alone suffices). SIGPIPE is ignored: QEMU must outlive
- * a broken pipe to a dead owner; the reaper decides its fate.
- */
-const INNER = [
-  `for f in $ISOLA_CGROUP_PROCS; do echo $$ > "$f" || exit ${LAUNCHER_CGROUP_FAILED}; done`,
-  'echo "ISOLA_QEMU_PID $$" >&2',
-  'if [ -n "$ISOLA_SETPRIV" ]; then exec "$ISOLA_SETPRIV" --pdeathsig SIGKILL -- "$@"; fi',
-  'exec "$@"',
-].join('\n');
-const OUTER = [
-  "trap '' PIPE",
-  '/bin/sh -c "$ISOLA_INNER" isola-qemu "$@" &',
-  'child=$!',
-  "trap 'kill -KILL $child 2>/dev/null' TERM INT HUP",
-  'while :; do wait $child; st=$?; kill -0 $child 2>/dev/null || exit $st; done',
-].join('\n');
-/** The launcher reports QEMU's pid within milliseconds; this only guards against a stuck fork. */
+/** Exit codes of isola-jail itself (native/isola-jail.c). */
+const JAIL_CGROUP_FAILED = 97;
+const JAIL_NO_GO = 98;
+const JAIL_SETUP_FAILED = 99;
+/** The helper reports QEMU's pid within milliseconds; this only guards against a stuck fork. */
 const PID_REPORT_TIMEOUT_MS = 10_000;
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p)) ?? null;
+
+function jailExitReason(code: number | null): string {
+  if (code === JAIL_CGROUP_FAILED) return ' (could not join the sandbox cgroup)';
+  if (code === JAIL_SETUP_FAILED) return ' (the jail could not be set up)';
+  if (code === JAIL_NO_GO) return ' (the host gave up before the start)';
+  return '';
+}
+
+let qemuPath: string | null = null;
+
+/** QEMU's absolute path ($ISOLA_QEMU or the first on $PATH): the jail execs it directly. */
+export function qemuBinaryPath(): string {
+  if (qemuPath) return qemuPath;
+  if (QEMU_BINARY.includes('/')) {
+    qemuPath = path.resolve(QEMU_BINARY);
+    return qemuPath;
+  }
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    const p = path.join(dir || '.', QEMU_BINARY);
+    try {
+      accessSync(p, constants.X_OK);
+      qemuPath = p;
+      return p;
+    } catch {
+      // next
+    }
+  }
+  throw new IsolaError('E_QEMU_NOT_FOUND', `${QEMU_BINARY} is not on PATH; run scripts/setup.sh`);
+}
+
+export interface SpawnOptions {
+  cgroupProcs: string[];
+  /** Confinement (vmm/jail.ts); null runs QEMU unconfined but for its cgroups. */
+  jail?: JailPlan | null;
+  /**
+   * Runs after QEMU's pid is known and before it may exec (the jail waits for it): the network
+   * is attached to the jail's namespace here. A failure kills the jail.
+   */
+  beforeStart?: (pid: number) => Promise<void>;
+}
 
 export interface QemuExit {
   code: number | null;
@@ -78,25 +95,45 @@ export class QemuProcess extends EventEmitter {
     });
   }
 
-  static async spawn(args: string[], opts: { cgroupProcs: string[] }): Promise<QemuProcess> {
-    const pdeathsig = process.env.ISOLA_PDEATHSIG !== '0' && SETPRIV !== null;
-    const outer = ['/bin/sh', '-c', OUTER, 'isola-launch', QEMU_BINARY, ...args];
-    const [cmd, ...cmdArgs] = pdeathsig
-      ? [SETPRIV!, '--pdeathsig', 'SIGKILL', '--', ...outer]
-      : outer;
-    const child = spawn(cmd!, cmdArgs, {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: {
-        ...process.env,
-        ISOLA_CGROUP_PROCS: opts.cgroupProcs.join(' '),
-        ISOLA_INNER: INNER,
-        ISOLA_SETPRIV: pdeathsig ? SETPRIV! : '',
-      },
-    });
+  /**
+   * Start QEMU through isola-jail, which stays its parent:
+   *
+   *   isola (node) -> isola-jail (root; cgroups, namespaces, minimal root) -> QEMU (PID 1 of its
+   *   PID namespace, as the jail's user)
+   *
+   * Keeping the helper as QEMU's parent means a killed QEMU is always reaped at once, even when
+   * isola itself died and the host's PID 1 does not reap orphans (seen on these machines); a
+   * zombie would keep the cgroup busy. Parent-death signals chain isola -> helper -> QEMU;
+   * ISOLA_PDEATHSIG=0 turns off the first link (the reaper test uses it to show the reaper alone
+   * suffices).
+   */
+  static async spawn(args: string[], opts: SpawnOptions): Promise<QemuProcess> {
+    const helper = nativeHelper('isola-jail');
+    if (!helper) {
+      throw new IsolaError(
+        'E_JAIL',
+        'the jail helper (native/isola-jail.c) cannot be built: is gcc installed? run scripts/setup.sh',
+      );
+    }
+    const jail = opts.jail ?? null;
+    const waitGo = jail?.waitGo === true;
+    const child = spawn(
+      helper,
+      [
+        ...jailArgs(jail, {
+          cgroupProcs: opts.cgroupProcs,
+          pdeathsig: process.env.ISOLA_PDEATHSIG !== '0',
+        }),
+        '--',
+        qemuBinaryPath(),
+        ...args,
+      ],
+      { stdio: [waitGo ? 'pipe' : 'ignore', 'ignore', 'pipe'] },
+    );
     const pid = await new Promise<number>((resolve, reject) => {
       let buf = '';
       const timer = setTimeout(
-        () => fail(new Error(`no pid from the launcher within ${PID_REPORT_TIMEOUT_MS} ms`)),
+        () => fail(new Error(`no pid from the jail within ${PID_REPORT_TIMEOUT_MS} ms`)),
         PID_REPORT_TIMEOUT_MS,
       );
       const fail = (err: Error) => {
@@ -105,7 +142,7 @@ export class QemuProcess extends EventEmitter {
         child.kill('SIGKILL');
         reject(
           new IsolaError(
-            'E_QEMU_SPAWN',
+            err.message.includes('jail could not') ? 'E_JAIL' : 'E_QEMU_SPAWN',
             `cannot start ${QEMU_BINARY}: ${err.message} ${buf.trim()}`,
             { cause: err },
           ),
@@ -124,16 +161,23 @@ export class QemuProcess extends EventEmitter {
       child.stderr!.on('data', onData);
       child.once('error', fail);
       child.once('exit', (code) =>
-        fail(
-          new Error(
-            `launcher exited with ${code}${code === LAUNCHER_CGROUP_FAILED ? ' (could not join the sandbox cgroup)' : ''}`,
-          ),
-        ),
+        fail(new Error(`the jail exited with ${code}${jailExitReason(code)}`)),
       );
     });
     child.removeAllListeners('exit');
     child.removeAllListeners('error');
-    return new QemuProcess(child, pid);
+    const proc = new QemuProcess(child, pid);
+    if (waitGo) {
+      child.stdin!.on('error', () => {});
+      try {
+        await opts.beforeStart?.(pid);
+      } catch (err) {
+        await proc.kill();
+        throw err;
+      }
+      child.stdin!.end('g');
+    }
+    return proc;
   }
 
   /** Connect to the console socket and follow the guest console line by line. */
@@ -180,7 +224,7 @@ export class QemuProcess extends EventEmitter {
 
   exitError(): IsolaError {
     const e = this.exitInfo;
-    const why = e?.code === LAUNCHER_CGROUP_FAILED ? ' (could not join the sandbox cgroup)' : '';
+    const why = jailExitReason(e?.code ?? null);
     return new IsolaError(
       'E_QEMU_EXITED',
       `QEMU exited (code ${e?.code ?? '-'}, signal ${e?.signal ?? '-'})${why}: ${this.stderr.slice(-5).join(' | ')}`,

@@ -6,11 +6,28 @@
 
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { chmodSync, existsSync, rmSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { loadAssets, runDir } from '../../assets/paths.js';
 import { IsolaError, toIsolaError } from '../../errors.js';
+import { attachNetwork, releaseUplink } from '../../net/attach.js';
+import { NO_EGRESS } from '../../net/policy.js';
+import { GUEST_LINK, type Uplink } from '../../net/pool.js';
 import { AGENT_VERSION, type GuestInfo, PROTOCOL_VERSION } from '../../protocol/messages.js';
 import { type AccelDecision, chooseAccel, qemuVersion, tcgTscKhz } from '../../vmm/accel.js';
 import {
@@ -19,6 +36,14 @@ import {
   removeCgroups,
   sandboxCgroupPaths,
 } from '../../vmm/cgroup.js';
+import {
+  type JailPlan,
+  TAP_FD,
+  allocateJailId,
+  jailBinds,
+  prepareJailFiles,
+  releaseJailId,
+} from '../../vmm/jail.js';
 import { type Accel, type VmDescription, buildQemuArgs } from '../../vmm/qemu-args.js';
 import { QemuProcess, processStartTime } from '../../vmm/qemu-process.js';
 import { QmpClient, connectUnix } from '../../vmm/qmp.js';
@@ -193,6 +218,10 @@ export class MicroVmDriver implements SandboxDriver {
       env: opts.env ?? {},
       accel: meta.inputs.accel,
       ...(opts.hostname ? { hostname: opts.hostname } : {}),
+      // The NIC is part of the device state; the clone's policy is its own (default: none).
+      ...(meta.vm.network
+        ? { network: { egress: opts.egress ?? NO_EGRESS, dns: meta.vm.network.dns } }
+        : {}),
     });
     const assets = loadAssets();
     const id = newId();
@@ -223,11 +252,38 @@ interface Attempt {
   qmp: QmpClient | null;
   agent: AgentClient | null;
   ctl: ControlChannel | null;
+  /** The jail's user id (also its group), released with the attempt. */
+  jailId: number | null;
+  uplink: Uplink | null;
+}
+
+/**
+ * Jail every VMM (vmm/jail.ts) when running as root, unless ISOLA_JAIL=0 (debugging only).
+ * Without root there is no jail: QEMU runs as the caller, in its cgroups.
+ */
+export function jailEnabled(): boolean {
+  return process.getuid?.() === 0 && process.env.ISOLA_JAIL !== '0';
+}
+
+/** The empty folder every jail mounts its root on, in its own mount namespace. */
+function jailRootDir(): string {
+  const dir = path.join(runDir(), 'jail-root');
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  return dir;
+}
+
+/** The kvm group, so a jailed VMM may open /dev/kvm. */
+function kvmGroup(): number[] {
+  try {
+    return [statSync('/dev/kvm').gid];
+  } catch {
+    return [];
+  }
 }
 
 class MicroVmSandbox implements Sandbox {
   readonly driver = 'microvm';
-  readonly capabilities: SandboxCapabilities = { ownKernel: true, snapshot: true, network: false };
+  readonly capabilities: SandboxCapabilities = { ownKernel: true, snapshot: true, network: true };
   private _state: SandboxState = 'created';
   private _boot: BootReport | null = null;
   private _restore: RestoreReport | null = null;
@@ -355,14 +411,60 @@ class MicroVmSandbox implements Sandbox {
     }
   }
 
+  /**
+   * The VMM's own folder (its sockets), the only part of the sandbox folder its jail sees: the
+   * owner record beside it, which the reaper trusts, stays out of a compromised VMM's reach.
+   */
+  private get vmDir(): string {
+    return path.join(this.dir, 'vm');
+  }
+
   private sockets() {
+    const d = this.vmDir;
     return {
-      qmpSocket: path.join(this.dir, 'qmp.sock'),
-      agentSocket: path.join(this.dir, 'agent.sock'),
-      controlSocket: path.join(this.dir, 'ctl.sock'),
-      consoleSocket: path.join(this.dir, 'console.sock'),
-      functionSocket: path.join(this.dir, 'fn.sock'),
+      qmpSocket: path.join(d, 'qmp.sock'),
+      agentSocket: path.join(d, 'agent.sock'),
+      controlSocket: path.join(d, 'ctl.sock'),
+      consoleSocket: path.join(d, 'console.sock'),
+      functionSocket: path.join(d, 'fn.sock'),
     };
+  }
+
+  /** The VMM's jail: its own user, what it may see, its own network namespace. */
+  private jailPlan(vm: VmDescription): JailPlan {
+    const id = allocateJailId();
+    try {
+      const owned = [this.vmDir, ...vm.drives.filter((d) => !d.readonly).map((d) => d.path)];
+      const mem = vm.memoryFile;
+      if (mem?.share) {
+        // The memory of a sandbox that will be snapshotted is its own: created here (QEMU would
+        // create it in a folder the jail cannot write) and owned by the jail's user.
+        if (!existsSync(mem.path)) {
+          const fd = openSync(mem.path, 'wx', 0o600);
+          try {
+            ftruncateSync(fd, vm.memoryMiB * 1024 * 1024);
+          } finally {
+            closeSync(fd);
+          }
+        }
+        owned.push(mem.path);
+      }
+      const binds = jailBinds(vm, this.vmDir);
+      prepareJailFiles(binds, owned, id, id);
+      return {
+        root: jailRootDir(),
+        uid: id,
+        gid: id,
+        groups: vm.accel === 'kvm' ? kvmGroup() : [],
+        binds,
+        netns: true,
+        waitGo: vm.network !== undefined,
+        ...(vm.network ? { tap: GUEST_LINK.tap } : {}),
+      };
+    } catch (err) {
+      releaseJailId(id);
+      throw err;
+    }
   }
 
   /**
@@ -373,7 +475,8 @@ class MicroVmSandbox implements Sandbox {
     left: () => number,
   ): Promise<{ attempt: Attempt; race: <T>(p: Promise<T>) => Promise<T>; qmpAt: number }> {
     const socks = this.sockets();
-    for (const s of Object.values(socks)) rmSync(s, { force: true });
+    rmSync(this.vmDir, { recursive: true, force: true });
+    mkdirSync(this.vmDir, { recursive: true, mode: 0o700 });
     const overhead = this.spec.overheadMiB ?? DEFAULT_OVERHEAD_MIB;
     const cg = createSandboxCgroups(this.id, {
       memoryBytes: (this.spec.memoryMiB + overhead) * 1024 * 1024,
@@ -414,9 +517,46 @@ class MicroVmSandbox implements Sandbox {
         : this.spec.memoryFile
           ? { memoryFile: { path: this.spec.memoryFile, share: true } }
           : {}),
+      ...(this.spec.network
+        ? {
+            network: {
+              tapFd: TAP_FD,
+              mac: GUEST_LINK.guestMac,
+              address: `${GUEST_LINK.guest}/${GUEST_LINK.prefix}`,
+              gateway: GUEST_LINK.gateway,
+              dns: this.spec.network.dns,
+            },
+          }
+        : {}),
+      seccomp: true,
     };
-    const qemu = await QemuProcess.spawn(buildQemuArgs(vm), { cgroupProcs: cg.procsFiles });
-    const attempt: Attempt = { qemu, qmp: null, agent: null, ctl: null };
+    const jail = jailEnabled() ? this.jailPlan(vm) : null;
+    if (this.spec.network && !jail) {
+      throw new IsolaError('E_NETWORK', 'sandbox networks need root (and the jail) on the host');
+    }
+    let uplink: Uplink | null = null;
+    let qemu: QemuProcess;
+    try {
+      qemu = await QemuProcess.spawn(buildQemuArgs(vm), {
+        cgroupProcs: cg.procsFiles,
+        jail,
+        beforeStart: async (pid) => {
+          const egress = this.spec.network?.egress;
+          if (egress) uplink = await attachNetwork(pid, egress, { uid: jail!.uid, gid: jail!.gid });
+        },
+      });
+    } catch (err) {
+      if (jail) releaseJailId(jail.uid);
+      throw err;
+    }
+    const attempt: Attempt = {
+      qemu,
+      qmp: null,
+      agent: null,
+      ctl: null,
+      jailId: jail?.uid ?? null,
+      uplink,
+    };
     this.current = attempt;
     this.record.qemuPid = qemu.pid;
     this.record.qemuStartTime = processStartTime(qemu.pid);
@@ -530,7 +670,12 @@ class MicroVmSandbox implements Sandbox {
         }),
       );
       const state = path.join(this.source!.dir, SNAPSHOT_STATE);
-      await race(a.qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(state)}` }));
+      // QEMU listens, isola streams the state file in: no shell or `cat` in the jail, and
+      // QEMU's seccomp filter forbids starting processes anyway.
+      const sock = path.join(this.vmDir, 'migrate-in.sock');
+      rmSync(sock, { force: true });
+      await race(a.qmp.execute('migrate-incoming', { uri: `unix:${sock}` }));
+      await race(streamInto(sock, state, left()));
       await race(waitMigration(a.qmp, left()));
       const tCont = performance.now();
       await race(a.qmp.execute('cont'));
@@ -603,8 +748,15 @@ class MicroVmSandbox implements Sandbox {
         capabilities: [{ capability: 'x-ignore-shared', state: true }],
       });
       const state = path.join(dir, SNAPSHOT_STATE);
-      await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(state)}` });
-      await waitMigration(qmp, MIGRATION_TIMEOUT_MS);
+      await receiveInto(
+        path.join(this.vmDir, 'migrate-out.sock'),
+        state,
+        a!.jailId,
+        async (uri) => {
+          await qmp.execute('migrate', { uri });
+          await waitMigration(qmp, MIGRATION_TIMEOUT_MS);
+        },
+      );
       const saveMs = performance.now() - t0;
       const meta: SnapshotMeta = {
         inputs,
@@ -618,6 +770,7 @@ class MicroVmSandbox implements Sandbox {
           })),
           functionPort: this.spec.functionPort,
           hostname: this.source?.meta.vm.hostname ?? this.spec.hostname ?? this.id,
+          ...(this.spec.network ? { network: { dns: this.spec.network.dns } } : {}),
         },
         extra,
         createdAt: new Date().toISOString(),
@@ -627,8 +780,13 @@ class MicroVmSandbox implements Sandbox {
       if (path.basename(mem) !== SNAPSHOT_MEMORY) {
         throw new IsolaError('E_SNAPSHOT', `memoryFile must be named ${SNAPSHOT_MEMORY}`);
       }
-      // The guest's memory may hold a function's secrets: the owner only.
-      for (const f of [mem, state]) chmodSync(f, 0o600);
+      // The guest's memory may hold a function's secrets: only root reaches the snapshot's
+      // folder. The memory file itself is writable by the jailed users of the clones (QEMU 7.2
+      // opens a private mapping read-write), which see it only inside their own jail.
+      chmodSync(dir, 0o700);
+      chownSync(mem, 0, 0);
+      chmodSync(mem, 0o666);
+      chmodSync(state, 0o600);
       writeSnapshotMeta(dir, meta);
       return meta;
     } catch (err) {
@@ -699,7 +857,7 @@ class MicroVmSandbox implements Sandbox {
     if (!this.spec.functionPort) {
       throw new IsolaError('E_INVALID_SPEC', 'this sandbox was created without functionPort');
     }
-    return connectUnix(path.join(this.dir, 'fn.sock'), FUNCTION_CHANNEL_CONNECT_MS);
+    return connectUnix(this.sockets().functionSocket, FUNCTION_CHANNEL_CONNECT_MS);
   }
 
   info(): Promise<GuestInfo> {
@@ -759,6 +917,8 @@ class MicroVmSandbox implements Sandbox {
       a.ctl?.close();
       a.qmp?.close();
       await a.qemu.kill();
+      if (a.uplink) releaseUplink(a.uplink);
+      if (a.jailId !== null) releaseJailId(a.jailId);
     }
     await this.releaseCgroups();
   }
@@ -795,7 +955,40 @@ async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
   }
 }
 
-/** One word for /bin/sh (QEMU's exec: URI runs through it). */
-function shellQuote(s: string): string {
-  return `'${s.replaceAll("'", "'\\''")}'`;
+/** Connect to QEMU's incoming-migration socket and stream `file` into it. */
+async function streamInto(sock: string, file: string, timeoutMs: number): Promise<void> {
+  const conn = await connectUnix(sock, timeoutMs);
+  await pipeline(createReadStream(file), conn);
+}
+
+/**
+ * Listen on `sock` (owned by the jailed user so QEMU may connect), run `migrate(uri)`, and write
+ * what QEMU sends to `file`; resolves when both the migration and the file are complete.
+ */
+async function receiveInto(
+  sock: string,
+  file: string,
+  owner: number | null,
+  migrate: (uri: string) => Promise<void>,
+): Promise<void> {
+  rmSync(sock, { force: true });
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(sock, () => resolve());
+  });
+  try {
+    if (owner !== null) chownSync(sock, owner, owner);
+    const written = new Promise<void>((resolve, reject) => {
+      server.once('connection', (conn) => {
+        pipeline(conn, createWriteStream(file, { mode: 0o600 })).then(resolve, reject);
+      });
+    });
+    written.catch(() => {});
+    await migrate(`unix:${sock}`);
+    await written;
+  } finally {
+    server.close();
+    rmSync(sock, { force: true });
+  }
 }
