@@ -316,6 +316,10 @@ int main(int argc, char **argv) {
       }
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) die(99, "no_new_privs");
+    // Again: a change of credentials clears the parent-death signal. (getppid() says 0 in a new
+    // PID namespace, so a jail that died in the microseconds since cannot be seen here; the
+    // reaper covers that window.)
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL)) die(99, "prctl");
     execv(vmm[0], vmm);
     die(99, "exec %s", vmm[0]);
   }

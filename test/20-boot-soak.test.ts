@@ -39,7 +39,7 @@ test(`${BOOTS} boots in a row reach the agent`, async (t) => {
   for (const h of hangs) t.diagnostic(`watchdog: ${h}`);
   assert.equal(hangs.length, retries);
   assert.equal(totals.length, BOOTS);
-  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
+  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [], uplinks: [] });
 });
 
 test('a boot that never reaches the agent in time is killed, retried, then fails cleanly', async (t) => {
@@ -56,5 +56,5 @@ test('a boot that never reaches the agent in time is killed, retried, then fails
   t.diagnostic(`3 watchdog-killed attempts took ${Date.now() - t0} ms`);
   assert.equal(sb.state, 'failed');
   await sb.destroy();
-  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
+  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [], uplinks: [] });
 });

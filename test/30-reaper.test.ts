@@ -47,7 +47,7 @@ test('the reaper cleans up after a host process killed mid-run (QEMU left runnin
     sameProcessAlive(qemuPid, rec.qemuStartTime),
     'QEMU outlived its owner (no parent-death signal)',
   );
-  assert.ok(readdirSync(sandboxDir(id)).includes('agent.sock'));
+  assert.ok(readdirSync(path.join(sandboxDir(id), 'vm')).includes('agent.sock'));
   for (const cg of rec.cgroups) assert.ok(existsSync(cg), `cgroup ${cg} left behind`);
 
   // Next start: a new driver reaps before it creates anything.
@@ -56,7 +56,7 @@ test('the reaper cleans up after a host process killed mid-run (QEMU left runnin
   assert.equal(sameProcessAlive(qemuPid, rec.qemuStartTime), false, 'QEMU killed');
   assert.equal(existsSync(sandboxDir(id)), false, 'run folder removed');
   for (const cg of rec.cgroups) assert.equal(existsSync(cg), false, `cgroup ${cg} removed`);
-  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
+  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [], uplinks: [] });
 });
 
 test('with the parent-death signal, QEMU dies with its owner and the reaper removes the rest', async () => {
@@ -73,6 +73,6 @@ test('with the parent-death signal, QEMU dies with its owner and the reaper remo
   const sb = await new MicroVmDriver().create({});
   await sb.destroy();
   assert.equal(existsSync(sandboxDir(id)), false);
-  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
+  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [], uplinks: [] });
   assert.ok(existsSync(runDir()));
 });

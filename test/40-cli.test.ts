@@ -29,7 +29,7 @@ test('isola sandbox run: stdio attached, exit code passed through, stdin streame
   assert.notEqual(kernel, os.release());
   assert.equal(got, 'got hello');
   assert.equal(r.stderr, 'oops\n');
-  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
+  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [], uplinks: [] });
 });
 
 test('isola sandbox run: a process killed by a signal exits 128+N', () => {

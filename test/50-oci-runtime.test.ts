@@ -243,6 +243,6 @@ describe('isola-runtime', () => {
     assert.equal(d.code, 0, d.stderr);
     assert.equal(state('c-force'), null);
     assert.equal(existsSync(sandboxDir(st.sandboxId)), false);
-    assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
+    assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [], uplinks: [] });
   });
 });

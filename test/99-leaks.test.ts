@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { leftovers } from './helpers.js';
 
 test('no QEMU process, socket, cgroup or temp dir of the suite remains', () => {
-  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
+  assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [], uplinks: [] });
   const temps = readdirSync(os.tmpdir()).filter(
     (n) => n.startsWith('isola-') && n !== 'isola-test-run' && !n.startsWith('isola-test-report-'),
   );

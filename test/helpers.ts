@@ -25,6 +25,17 @@ export interface Leftovers {
   qemu: number[];
   folders: string[];
   cgroups: string[];
+  /** Host ends of sandbox uplinks (each vanishes with its sandbox's network namespace). */
+  uplinks: string[];
+}
+
+/** Host interfaces of sandbox uplinks (`isv<slot>`) that exist now. */
+export function uplinkInterfaces(): string[] {
+  try {
+    return readdirSync('/sys/class/net').filter((n) => /^isv\d+$/.test(n));
+  } catch {
+    return [];
+  }
 }
 
 export function leftovers(): Leftovers {
@@ -32,6 +43,7 @@ export function leftovers(): Leftovers {
     qemu: findQemuProcesses(runDir()).map((q) => q.pid),
     folders: sandboxFolders(),
     cgroups: listSandboxCgroups(),
+    uplinks: uplinkInterfaces(),
   };
 }
 

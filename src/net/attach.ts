@@ -24,6 +24,36 @@ export interface NetworkOwner {
 
 let allocator: SlotAllocator | null = null;
 
+/**
+ * Whether sandboxes of the platform get a network: root (namespaces, veth, nftables) and the
+ * VMM jail, unless ISOLA_NETWORK=0. Without it, functions have no network interface at all.
+ */
+export function networkEnabled(): boolean {
+  return (
+    process.getuid?.() === 0 && process.env.ISOLA_NETWORK !== '0' && process.env.ISOLA_JAIL !== '0'
+  );
+}
+
+/** Resolvers for guests: $ISOLA_DNS (comma-separated IPv4 addresses) or the spec's default. */
+export function guestResolvers(): string[] | undefined {
+  const v = process.env.ISOLA_DNS;
+  return v
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : undefined;
+}
+
+/** The network part of a sandbox spec for a platform sandbox with this egress policy. */
+export function sandboxNetwork(
+  egress: EgressPolicy,
+): { egress: EgressPolicy; dns?: string[] } | undefined {
+  if (!networkEnabled()) return undefined;
+  const dns = guestResolvers();
+  return dns ? { egress, dns } : { egress };
+}
+
 /** The process's slot allocator over $ISOLA_NET_POOL (default 10.213.0.0/16). */
 export function slots(): SlotAllocator {
   allocator ??= new SlotAllocator(parsePool(process.env.ISOLA_NET_POOL ?? DEFAULT_POOL), (slot) =>
@@ -112,6 +142,20 @@ export async function attachNetwork(
   }
 }
 
-export function releaseUplink(uplink: Uplink): void {
+/**
+ * Give the slot back once its host interface is gone: the kernel destroys a dead namespace's
+ * devices asynchronously (milliseconds), and the slot must not be handed out before.
+ */
+export async function releaseUplink(uplink: Uplink, waitMs = 5_000): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  while (existsSync(`/sys/class/net/${uplink.hostIf}`) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  if (existsSync(`/sys/class/net/${uplink.hostIf}`)) {
+    // A namespace kept alive by something else (a stray nsenter): take the link down by hand.
+    await feed('ip', ['-batch', '-'], `link del ${uplink.hostIf}\n`, 'uplink clean-up').catch(
+      () => {},
+    );
+  }
   slots().release(uplink.slot);
 }

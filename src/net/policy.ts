@@ -214,6 +214,7 @@ export function renderRuleset(policy: EgressPolicy, ctx: RulesetContext): string
     '  }',
     '  chain input {',
     '    type filter hook input priority filter; policy drop;',
+    `    iifname ${g} counter reject`,
     '  }',
     '  chain output {',
     '    type filter hook output priority filter; policy drop;',

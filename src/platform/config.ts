@@ -2,6 +2,7 @@
 // with the reason for its value. Versions snapshot the whole config (they are immutable).
 
 import { z } from 'zod';
+import { DEFAULT_EGRESS, type EgressPolicy, parseEgressPolicy } from '../net/policy.js';
 import type { FunctionConfig, TenantLimits } from './store/types.js';
 
 export const FUNCTION_DEFAULTS: FunctionConfig = {
@@ -18,6 +19,8 @@ export const FUNCTION_DEFAULTS: FunctionConfig = {
   idleTimeoutS: 300,
   public: false,
   env: {},
+  /** The public internet only: not the node, its networks, the metadata address or other sandboxes. */
+  egress: DEFAULT_EGRESS,
 };
 
 export const TENANT_DEFAULTS: TenantLimits = {
@@ -63,6 +66,16 @@ export const envSchema = z
     `environment is larger than ${LIMITS.envBytes} bytes`,
   );
 
+/** An egress policy (net/policy.ts validates; its message becomes the field's problem). */
+export const egressSchema = z.unknown().transform((v, ctx): EgressPolicy => {
+  try {
+    return parseEgressPolicy(v);
+  } catch (err) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
 export const configPatchSchema = z
   .object({
     memoryMiB: z.number().int().min(LIMITS.memoryMiB.min).max(LIMITS.memoryMiB.max),
@@ -74,6 +87,7 @@ export const configPatchSchema = z
     idleTimeoutS: z.number().min(LIMITS.idleTimeoutS.min).max(LIMITS.idleTimeoutS.max),
     public: z.boolean(),
     env: envSchema,
+    egress: egressSchema,
   })
   .partial()
   .strict();
@@ -82,7 +96,12 @@ export type ConfigPatch = z.infer<typeof configPatchSchema>;
 
 /** Lay a patch over a config; checks cross-field rules. */
 export function applyConfig(base: FunctionConfig, patch: ConfigPatch): FunctionConfig {
-  const out: FunctionConfig = { ...base, ...stripUndefined(patch), env: patch.env ?? base.env };
+  const out: FunctionConfig = {
+    ...base,
+    ...stripUndefined(patch),
+    env: patch.env ?? base.env,
+    egress: patch.egress ?? base.egress ?? DEFAULT_EGRESS,
+  };
   if (out.minInstances > out.maxInstances) {
     throw new RangeError(
       `minInstances (${out.minInstances}) is above maxInstances (${out.maxInstances})`,

@@ -19,6 +19,7 @@ import { createWritableLayer, ensureRootfsImage } from '../image/rootfs.js';
 import { loadImage } from '../image/rootfs.js';
 import { imageRunSpec } from '../image/runtime-spec.js';
 import type { ImageRecord, ImageStore } from '../image/store/store.js';
+import { sandboxNetwork } from '../net/attach.js';
 import { parseConfig, translate } from '../oci/config.js';
 import { encodePlan } from '../oci/plan-encode.js';
 import {
@@ -171,11 +172,13 @@ export class Instance {
         spec.runtime === 'image'
           ? [await this.imageDrive()]
           : [{ path: spec.bundle!.image, readonly: true, format: 'raw' as const }];
+      const network = sandboxNetwork(spec.config.egress);
       this.sandbox = await new MicroVmDriver().create({
         memoryMiB: spec.config.memoryMiB,
         vcpus: spec.config.vcpus,
         drives,
         functionPort: spec.runtime === 'nodejs20',
+        ...(network ? { network } : {}),
       });
       await this.sandbox.start();
       if (this.state === 'destroyed') throw new IsolaError('E_SHUTTING_DOWN', 'destroyed');

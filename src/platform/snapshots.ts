@@ -35,6 +35,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { IsolaError, toIsolaError } from '../errors.js';
 import { SNAPSHOT_CLOCK_SKEW_MS } from '../guest/clone-random.js';
+import { guestResolvers, networkEnabled, sandboxNetwork } from '../net/attach.js';
+import { type EgressPolicy, NO_EGRESS } from '../net/policy.js';
 import { MicroVmDriver } from '../sandbox/drivers/microvm.js';
 import type { Sandbox } from '../sandbox/sandbox.js';
 import {
@@ -105,6 +107,8 @@ interface FnEntry {
   filling: boolean;
   /** Scaled to zero: no pre-spawning until the next clone. */
   parked: boolean;
+  /** The function version's egress policy: its pre-spawned VMMs get their network with it. */
+  egress: EgressPolicy;
 }
 
 const digest = (v: unknown) =>
@@ -223,7 +227,7 @@ export class SnapshotManager {
       if (this.closed) throw new IsolaError('E_SHUTTING_DOWN', 'the server is shutting down');
       const spare = entry.spare.shift();
       if (spare) this.stats.prespawned++;
-      const sb = spare ?? (await this.driver.fromSnapshot(entry.dir));
+      const sb = spare ?? (await this.driver.fromSnapshot(entry.dir, { egress: entry.egress }));
       // The replacement VMM is spawned after this clone's first moments: both want the host's
       // CPUs, and the clone is what a request waits for.
       setTimeout(() => this.fill(entry), REFILL_DELAY_MS).unref();
@@ -296,7 +300,7 @@ export class SnapshotManager {
       let sb: Sandbox | null = null;
       let kept = false;
       try {
-        sb = await this.driver.fromSnapshot(entry.dir);
+        sb = await this.driver.fromSnapshot(entry.dir, { egress: entry.egress });
         await sb.prepare();
         if (!this.closed && !entry.parked && this.fns.has(entry.key)) {
           entry.spare.push(sb);
@@ -393,11 +397,14 @@ export class SnapshotManager {
         let sb: Sandbox | null = null;
         try {
           if (this.closed) throw new IsolaError('E_SHUTTING_DOWN', 'shutting down');
+          // With a NIC whose namespace lets nothing out: clones get their policy at restore.
+          const network = sandboxNetwork(NO_EGRESS);
           sb = await this.driver.create({
             memoryMiB,
             vcpus,
             drives: [{ path: slot, readonly: true, format: 'raw' }],
             functionPort: true,
+            ...(network ? { network } : {}),
             hostname: 'isola-base',
             memoryFile: path.join(tmp, SNAPSHOT_MEMORY),
           });
@@ -441,7 +448,7 @@ export class SnapshotManager {
     const baseDir = await this.base(fn.config.memoryMiB, fn.config.vcpus);
     return this.builds.run(async () => {
       if (existsSync(path.join(dir, SNAPSHOT_META))) {
-        return newEntry(key, dir, readSnapshotMeta(dir));
+        return newEntry(key, dir, readSnapshotMeta(dir), fn.config.egress);
       }
       const tmp = mkdtempSync(path.join(this.dir, '.tmp-fn-'));
       const t0 = performance.now();
@@ -502,13 +509,13 @@ export class SnapshotManager {
         // Another build of the same key (a version retired and wanted again meanwhile) may have
         // finished first: same inputs, same snapshot; keep that one.
         if (!publish(tmp, dir)) {
-          return newEntry(key, dir, readSnapshotMeta(dir));
+          return newEntry(key, dir, readSnapshotMeta(dir), fn.config.egress);
         }
         this.stats.fnBuilds++;
         this.log(
           `snapshot of ${fn.functionName} v${fn.version} built in ${Math.round(performance.now() - t0)} ms`,
         );
-        return newEntry(key, dir, meta);
+        return newEntry(key, dir, meta, fn.config.egress);
       } finally {
         if (sb) this.building.delete(sb);
         await sb?.destroy().catch(() => undefined);
@@ -518,8 +525,8 @@ export class SnapshotManager {
   }
 }
 
-function newEntry(key: string, dir: string, meta: SnapshotMeta): FnEntry {
-  return { key, dir, meta, spare: [], filling: false, parked: false };
+function newEntry(key: string, dir: string, meta: SnapshotMeta, egress: EgressPolicy): FnEntry {
+  return { key, dir, meta, spare: [], filling: false, parked: false, egress };
 }
 
 /** Move a finished build into place; false when a build of the same key got there first. */
@@ -531,5 +538,7 @@ function publish(tmp: string, dir: string): boolean {
 }
 
 function baseKey(inputs: SnapshotInputs, memoryMiB: number, vcpus: number): string {
-  return digest({ kind: 'base', inputs, memoryMiB, vcpus, slot: SLOT_BYTES });
+  // The NIC is part of the device state, the resolvers part of the guest's configuration.
+  const net = networkEnabled() ? (guestResolvers() ?? 'default') : null;
+  return digest({ kind: 'base', inputs, memoryMiB, vcpus, slot: SLOT_BYTES, net });
 }

@@ -340,4 +340,32 @@ describe('kernelCmdline', () => {
     assert.ok(words.includes('panic=-1'));
     assert.deepEqual(words.slice(-2), ['foo=1', 'bar']);
   });
+
+  test('a NIC: virtio-net on the inherited tap descriptor, guest address on the command line', () => {
+    const net = {
+      tapFd: 3,
+      mac: '52:54:00:15:01:02',
+      address: '172.31.255.2/30',
+      gateway: '172.31.255.1',
+      dns: ['1.1.1.1', '9.9.9.9'],
+    };
+    const args = buildQemuArgs(vm({ network: net }));
+    assert.deepEqual(valuesOf(args, '-netdev'), ['tap,id=net0,fd=3']);
+    assert.ok(
+      valuesOf(args, '-device').includes('virtio-net-device,netdev=net0,mac=52:54:00:15:01:02'),
+    );
+    const words = kernelCmdline(vm({ network: net })).split(' ');
+    assert.ok(words.includes('isola.net=172.31.255.2/30,172.31.255.1'));
+    assert.ok(words.includes('isola.dns=1.1.1.1,9.9.9.9'));
+    assert.deepEqual(valuesOf(buildQemuArgs(vm()), '-netdev'), [], 'no NIC unless asked');
+  });
+
+  test('seccomp: no spawning, no privilege changes, no obsolete calls', () => {
+    const opts = new Map(parseOpts(valueAfter(buildQemuArgs(vm({ seccomp: true })), '-sandbox')));
+    assert.equal(opts.get('on'), '');
+    for (const k of ['obsolete', 'elevateprivileges', 'spawn', 'resourcecontrol']) {
+      assert.equal(opts.get(k), 'deny', k);
+    }
+    assert.deepEqual(valuesOf(buildQemuArgs(vm()), '-sandbox'), []);
+  });
 });

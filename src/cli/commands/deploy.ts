@@ -1,5 +1,6 @@
 // isola deploy NAME PATH_OR_IMAGE [--memory MiB] [--timeout S] [--vcpus N] [--concurrency N]
 //              [--min N] [--max N] [--idle-timeout S] [--env K=V]... [--public] [--no-promote]
+//              [--egress public|allowlist|none] [--allow CIDR[:PORT]]...
 //              [--description TEXT] [--json]
 // PATH: a directory (packed as a tar), or a .zip / .tar / .tar.gz file, of a Node.js bundle.
 // Anything else is an OCI image reference (the server's image store, pulled when missing),
@@ -13,7 +14,10 @@ import { parseCli, printJson, usageError } from '../output.js';
 import { humanBytes } from './image.js';
 
 const USAGE = `usage: isola deploy NAME PATH_OR_IMAGE [--memory MiB] [--timeout S] [--vcpus N] [--concurrency N]
-                    [--min N] [--max N] [--idle-timeout S] [--env K=V]... [--public] [--no-promote] [--json]
+                    [--min N] [--max N] [--idle-timeout S] [--env K=V]... [--public]
+                    [--egress public|allowlist|none] [--allow CIDR[:PORT]]... [--no-promote] [--json]
+  --egress   where instances may connect: the public internet only (default), only --allow
+             entries, or nowhere; --allow adds exceptions (a database on a private address)
 `;
 
 export const CONFIG_OPTIONS = {
@@ -26,6 +30,8 @@ export const CONFIG_OPTIONS = {
   'idle-timeout': { type: 'string' },
   env: { type: 'string', multiple: true },
   public: { type: 'boolean' },
+  egress: { type: 'string' },
+  allow: { type: 'string', multiple: true },
 } as const;
 
 type ConfigValues = {
@@ -63,6 +69,13 @@ export function configPatch(values: ConfigValues): Record<string, unknown> {
       env[kv.slice(0, i)] = kv.slice(i + 1);
     }
     p.env = env;
+  }
+  if (values.egress !== undefined || values.allow !== undefined) {
+    const mode = values.egress ?? 'public';
+    if (mode !== 'public' && mode !== 'allowlist' && mode !== 'none') {
+      throw usageError(`--egress is public, allowlist or none, not "${String(mode)}"`);
+    }
+    p.egress = { mode, allow: (values.allow as string[] | undefined) ?? [] };
   }
   return p;
 }

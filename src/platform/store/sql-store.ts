@@ -6,10 +6,13 @@
 // never deadlock; that UPDATE is also what numbers versions without duplicates.
 
 import { IsolaError } from '../../errors.js';
+import { DEFAULT_EGRESS } from '../../net/policy.js';
 import { type Db, type SqlValue, lockTx } from './db.js';
 import type {
   AliasRecord,
   ApiKey,
+  AuditFilter,
+  AuditRecord,
   FunctionRecord,
   InvocationRecord,
   LogRecord,
@@ -23,6 +26,7 @@ import type {
 
 export const DEFAULT_INVOCATIONS_LIMIT = 100;
 export const DEFAULT_LOGS_LIMIT = 1000;
+export const DEFAULT_AUDIT_LIMIT = 100;
 /** Log rows per INSERT: 6 parameters each keeps a statement far below both databases' limits. */
 const LOG_ROWS_PER_INSERT = 200;
 /**
@@ -116,6 +120,21 @@ interface LogRow {
   line: string;
 }
 
+interface AuditRow {
+  seq: number;
+  ts: number;
+  key_id: string;
+  role: AuditRecord['role'];
+  tenant: string | null;
+  action: string;
+  target: string;
+  request_id: string;
+  source: string;
+  result: string;
+  status: number;
+  details: string;
+}
+
 interface UsageDbRow {
   tenant_id: string;
   tenant_name: string;
@@ -160,7 +179,7 @@ const toVersion = (r: VersionRow): VersionRecord => ({
   version: r.version,
   runtime: r.runtime,
   source: JSON.parse(r.source) as VersionRecord['source'],
-  config: JSON.parse(r.config) as VersionRecord['config'],
+  config: withEgress(JSON.parse(r.config) as Partial<VersionRecord['config']>),
   description: r.description,
   createdAt: r.created_at,
 });
@@ -206,6 +225,21 @@ const toLog = (r: LogRow): LogRecord => ({
   line: r.line,
 });
 
+const toAudit = (r: AuditRow): AuditRecord => ({
+  seq: r.seq,
+  ts: r.ts,
+  keyId: r.key_id,
+  role: r.role,
+  tenant: r.tenant,
+  action: r.action,
+  target: r.target,
+  requestId: r.request_id,
+  source: r.source,
+  result: r.result,
+  status: r.status,
+  details: JSON.parse(r.details) as Record<string, unknown>,
+});
+
 const toUsage = (r: UsageDbRow): UsageRow => ({
   tenantId: r.tenant_id,
   tenantName: r.tenant_name,
@@ -229,6 +263,9 @@ const SECRET_COLS = 'function_id, name, ciphertext, updated_at';
 const INVOCATION_COLS =
   'request_id, tenant_id, function_id, function_name, version, started_at, duration_ms, memory_mib, gb_seconds, status, start_kind, start_ms';
 const LOG_COLS = 'seq, tenant_id, function_id, request_id, ts, stream, line';
+const AUDIT_INSERT_COLS =
+  'ts, key_id, role, tenant, action, target, request_id, source, result, status, details';
+const AUDIT_COLS = `seq, ${AUDIT_INSERT_COLS}`;
 
 const UPSERT_ALIAS = `INSERT INTO aliases (${ALIAS_COLS}) VALUES (?, ?, ?, ?, ?, ?)
   ON CONFLICT (function_id, name) DO UPDATE SET version = excluded.version,
@@ -658,4 +695,43 @@ export class SqlPlatformStore implements PlatformStore {
     );
     return rows.map(toLog);
   }
+
+  // --- audit ---
+
+  async appendAudit(r: Omit<AuditRecord, 'seq'>): Promise<void> {
+    await this.db.run(`INSERT INTO audit_log (${AUDIT_INSERT_COLS}) VALUES (${marks(11)})`, [
+      r.ts,
+      r.keyId,
+      r.role,
+      r.tenant,
+      r.action,
+      r.target,
+      r.requestId,
+      r.source,
+      r.result,
+      r.status,
+      JSON.stringify(r.details),
+    ]);
+  }
+
+  async listAudit(filter: AuditFilter): Promise<AuditRecord[]> {
+    const w = where([
+      filter.tenant !== undefined ? ['tenant = ?', [filter.tenant]] : null,
+      filter.action !== undefined ? ['action = ?', [filter.action]] : null,
+      filter.keyId !== undefined ? ['key_id = ?', [filter.keyId]] : null,
+      filter.since !== undefined ? ['ts >= ?', [filter.since]] : null,
+      filter.until !== undefined ? ['ts < ?', [filter.until]] : null,
+      filter.beforeSeq !== undefined ? ['seq < ?', [filter.beforeSeq]] : null,
+    ]);
+    const rows = await this.db.all<AuditRow>(
+      `SELECT ${AUDIT_COLS} FROM audit_log${w.sql} ORDER BY seq DESC LIMIT ?`,
+      [...w.params, filter.limit ?? DEFAULT_AUDIT_LIMIT],
+    );
+    return rows.map(toAudit);
+  }
+}
+
+/** Versions stored before egress policies existed have none: the default applies to them. */
+function withEgress(c: Partial<VersionRecord['config']>): VersionRecord['config'] {
+  return { ...c, egress: c.egress ?? DEFAULT_EGRESS } as VersionRecord['config'];
 }

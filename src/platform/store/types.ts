@@ -2,6 +2,8 @@
 // (SQLite embedded, PostgreSQL when DATABASE_URL is set) share one schema and one contract test
 // suite (test/70-platform-store.test.ts). Times are epoch milliseconds; ids are opaque strings.
 
+import type { EgressPolicy } from '../../net/policy.js';
+
 export interface TenantLimits {
   /** Invocations of this tenant running at once, across all its functions. */
   maxConcurrency: number;
@@ -46,6 +48,8 @@ export interface FunctionConfig {
   /** HTTP route /{tenant}/{function}/... answers without an API key. */
   public: boolean;
   env: Record<string, string>;
+  /** Where the function's instances may connect (net/policy.ts). */
+  egress: EgressPolicy;
 }
 
 export interface FunctionRecord {
@@ -139,6 +143,45 @@ export interface UsageRow {
 }
 
 /**
+ * One state-changing API call (tenants, keys, functions, deploys, aliases, secrets), whatever
+ * its outcome. Never holds a secret's value or a key's text: secrets by name, keys by id.
+ */
+export interface AuditRecord {
+  /** Increasing; the cursor for paging. */
+  seq: number;
+  ts: number;
+  /** The key that made the call, and its role. */
+  keyId: string;
+  role: KeyRole;
+  /** Name of the tenant acted on or for (null: none, e.g. an admin key made). */
+  tenant: string | null;
+  /** e.g. tenant.create, key.revoke, function.deploy, secret.put. */
+  action: string;
+  /** What it acted on: a tenant, key id, function, function/alias or function/secret. */
+  target: string;
+  requestId: string;
+  /** The client's address as the server saw it. */
+  source: string;
+  /** 'ok', or the error code it failed with. */
+  result: string;
+  /** The HTTP status answered. */
+  status: number;
+  /** A few facts about the change (limits set, version made); never values of secrets. */
+  details: Record<string, unknown>;
+}
+
+export interface AuditFilter {
+  tenant?: string;
+  action?: string;
+  keyId?: string;
+  since?: number;
+  until?: number;
+  /** Only records older than this seq (paging backwards from the newest). */
+  beforeSeq?: number;
+  limit?: number;
+}
+
+/**
  * The control plane store. Every method is atomic; methods that change several rows run in one
  * transaction. Unique violations become IsolaError E_CONFLICT; missing rows return null (or
  * false) rather than throwing, so callers choose the error.
@@ -209,4 +252,9 @@ export interface PlatformStore {
     afterSeq?: number;
     limit?: number;
   }): Promise<LogRecord[]>;
+
+  /** Appends one audit record; seq is assigned by the store. Records outlive tenants. */
+  appendAudit(r: Omit<AuditRecord, 'seq'>): Promise<void>;
+  /** Audit records matching every filter given, newest first (default limit 100). */
+  listAudit(filter: AuditFilter): Promise<AuditRecord[]>;
 }

@@ -327,6 +327,11 @@ class MicroVmSandbox implements Sandbox {
     return this.current?.qemu.running ? this.current.qemu.pid : null;
   }
 
+  /** The sandbox's uplink (host and namespace addresses), when it has a network. */
+  get uplink(): Uplink | null {
+    return this.current?.uplink ?? null;
+  }
+
   private move(action: Parameters<typeof nextState>[1]): void {
     this._state = nextState(this._state, action);
   }
@@ -675,8 +680,12 @@ class MicroVmSandbox implements Sandbox {
       const sock = path.join(this.vmDir, 'migrate-in.sock');
       rmSync(sock, { force: true });
       await race(a.qmp.execute('migrate-incoming', { uri: `unix:${sock}` }));
-      await race(streamInto(sock, state, left()));
-      await race(waitMigration(a.qmp, left()));
+      const hangUp = await race(streamInto(sock, state, left()));
+      try {
+        await race(waitMigration(a.qmp, left()));
+      } finally {
+        hangUp();
+      }
       const tCont = performance.now();
       await race(a.qmp.execute('cont'));
       // The guest's virtio-serial queues come back as they were: a reply the source was sent
@@ -917,7 +926,7 @@ class MicroVmSandbox implements Sandbox {
       a.ctl?.close();
       a.qmp?.close();
       await a.qemu.kill();
-      if (a.uplink) releaseUplink(a.uplink);
+      if (a.uplink) await releaseUplink(a.uplink);
       if (a.jailId !== null) releaseJailId(a.jailId);
     }
     await this.releaseCgroups();
@@ -955,10 +964,16 @@ async function waitMigration(qmp: QmpClient, timeoutMs: number): Promise<void> {
   }
 }
 
-/** Connect to QEMU's incoming-migration socket and stream `file` into it. */
-async function streamInto(sock: string, file: string, timeoutMs: number): Promise<void> {
+/**
+ * Connect to QEMU's incoming-migration socket and start streaming `file` into it. QEMU closes
+ * the connection as soon as it has read the end-of-state marker, which may be before the pipe
+ * has seen its own end: the migration's status (waitMigration), not the pipe, says whether the
+ * load succeeded. Returns a function that drops the connection.
+ */
+async function streamInto(sock: string, file: string, timeoutMs: number): Promise<() => void> {
   const conn = await connectUnix(sock, timeoutMs);
-  await pipeline(createReadStream(file), conn);
+  pipeline(createReadStream(file), conn).catch(() => {});
+  return () => conn.destroy();
 }
 
 /**
