@@ -37,6 +37,8 @@ ISOLA_URL/ISOLA_API_KEY, or the local server's admin key; admin keys pick a tena
                                 function output, with request ids
   usage [--tenant NAME] [--since 24h]
                                 invocations, duration and GB-seconds per tenant and function
+  audit [--tenant NAME] [--action A] [--key-id ID] [--since 24h] [--limit N] [--before SEQ]
+                                audit log of state-changing calls (admin)
 `;
 
 type Command = (argv: string[]) => Promise<number>;
@@ -61,6 +63,7 @@ const COMMANDS: Record<string, Command> = {
   secret: async (argv) => (await import('./commands/env.js')).secret(argv),
   logs: async (argv) => (await import('./commands/logs.js')).logs(argv),
   usage: async (argv) => (await import('./commands/usage.js')).usage(argv),
+  audit: async (argv) => (await import('./commands/audit.js')).audit(argv),
   sandbox: async (argv) => {
     if (argv[0] === 'run')
       return (await import('./commands/sandbox-run.js')).sandboxRun(argv.slice(1));

@@ -3,7 +3,8 @@
 // Node.js functions get an HTTP event (the shape of AWS's function URL events) and may answer
 // {statusCode, headers, body, isBase64Encoded}; any other result is sent as JSON.
 // A function that is not `public` needs a key of its own tenant (or an admin key); another
-// tenant's key gets 404, as if the function did not exist.
+// tenant's key gets 404, as if the function did not exist. Without a valid key, a missing
+// function is 401 like a private one, so existence is not learnt without a key either.
 
 import type http from 'node:http';
 import { IsolaError } from '../errors.js';
@@ -26,19 +27,25 @@ export async function serveFunctionHttp(
   res: http.ServerResponse,
   url: URL,
   requestId: string,
+  /** The gateway's authentication (key check and rate limits). */
+  authenticate: () => Promise<Principal>,
 ): Promise<void> {
   const [, tenantName = '', target = '', ...rest] = url.pathname.split('/');
-  const tenant = await platform.store.getTenantByName(decodeURIComponent(tenantName));
-  const missing = () => new IsolaError('E_NOT_FOUND', `no function ${tenantName}/${target}`);
-  if (!tenant) throw missing();
-  const { fn, version } = await platform
-    .resolveTarget(tenant, decodeURIComponent(target))
-    .catch(() => {
-      throw missing();
-    });
+  const missing = async (): Promise<never> => {
+    await authenticate();
+    throw new IsolaError('E_NOT_FOUND', `no function ${tenantName}/${target}`);
+  };
+  const name = safeDecode(tenantName);
+  const fnTarget = safeDecode(target);
+  const tenant = name === null ? null : await platform.store.getTenantByName(name);
+  if (!tenant || fnTarget === null) return missing();
+  const resolved = await platform.resolveTarget(tenant, fnTarget).catch(() => null);
+  if (!resolved) return missing();
+  const { fn, version } = resolved;
   if (!version.config.public) {
-    const p: Principal = await platform.authenticate(req.headers.authorization);
-    if (p.role === 'tenant' && p.tenantId !== tenant.id) throw missing();
+    const p = await authenticate();
+    if (p.role === 'tenant' && p.tenantId !== tenant.id)
+      throw new IsolaError('E_NOT_FOUND', `no function ${tenantName}/${target}`);
   }
   const path = `/${rest.join('/')}`;
   const body = await readBody(req, MAX_INVOKE_BYTES);
@@ -123,6 +130,15 @@ export async function serveFunctionHttp(
     return;
   }
   sendJson(res, 200, result, hdrs);
+}
+
+/** A path segment decoded; null when its %-escapes are malformed. */
+function safeDecode(s: string): string | null {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
 }
 
 function isTextual(type: string): boolean {

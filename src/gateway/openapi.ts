@@ -162,19 +162,36 @@ export const ROUTE_DOCS: Record<string, Doc> = {
     summary: 'Running function instances (tenant keys: their own).',
     ok: [200, list('instances', S.instanceInfo)],
   },
+  'GET /v1/audit': {
+    summary:
+      'Audit log of state-changing calls (admin): tenants, keys, functions, deploys, aliases, secrets (names only); time, key id, action, target, request id, source address, result. Newest first; next is the before of the following page.',
+    ok: [200, S.auditResult],
+    query: [
+      ['tenant', 'only calls on or for this tenant'],
+      ['action', 'only this action, e.g. tenant.create, key.revoke, secret.put'],
+      ['key', 'only calls made with this key id'],
+      ['since', 'epoch ms, ISO date, or 15m/24h/7d'],
+      ['until', 'epoch ms, ISO date, or 15m/24h/7d'],
+      ['before', 'only records with a smaller seq (paging)'],
+      ['limit', 'at most this many (default 100, max 1000)'],
+    ],
+  },
 };
 
 const schema = (s: ZodTypeAny) =>
   zodToJsonSchema(s, { target: 'openApi3', $refStrategy: 'none' }) as Record<string, unknown>;
 
 const ERROR_STATUSES: Record<string, string> = {
-  '400': 'Invalid input (E_INVALID_ARGUMENT, E_BAD_BUNDLE, E_FUNCTION_RUNTIME).',
+  '400': 'Invalid input (E_INVALID_ARGUMENT, E_JSON_TOO_DEEP, E_BAD_BUNDLE, E_FUNCTION_RUNTIME).',
   '401': 'No key, unknown key or revoked key (E_UNAUTHORIZED).',
   '403': 'A tenant key on an admin route (E_FORBIDDEN).',
   '404': "No such resource, or another tenant's (E_NOT_FOUND).",
   '409': 'Already exists (E_CONFLICT).',
   '413': 'Body over the limit (E_PAYLOAD_TOO_LARGE).',
-  '429': 'A limit is reached; see Retry-After (E_THROTTLED).',
+  '414': 'URL over the limit (E_URI_TOO_LONG).',
+  '429':
+    'A limit is reached; see Retry-After: the key over its request rate or its address over its rate of failed authentications (E_RATE_LIMITED), or a concurrency, instance or memory limit (E_THROTTLED).',
+  '431': 'Request line and headers over the limit (E_HEADERS_TOO_LARGE).',
   '500': 'Handler error (E_FUNCTION_ERROR) or internal error.',
   '502': 'Function crashed, ran out of memory or failed to load.',
   '503': 'No instance could start, or shutting down.',
@@ -248,7 +265,7 @@ export function buildOpenApi(routes: Route[]): Record<string, unknown> {
       title: 'isola',
       version: '1',
       description:
-        'Multi-tenant serverless platform where every function instance runs in its own micro-VM. Keys travel as Authorization: Bearer KEY; admin keys act for a tenant with X-Isola-Tenant. HTTP routing to functions is ANY /{tenant}/{function}/... (outside /v1).',
+        "Multi-tenant serverless platform where every function instance runs in its own micro-VM. Keys travel as Authorization: Bearer KEY; admin keys act for a tenant with X-Isola-Tenant. Every operation but health and this document needs a key (x-isola-access: admin or any); another tenant's resources are 404. Each key has a request rate (429 E_RATE_LIMITED with Retry-After), and so has each address for failed authentications. State-changing calls are in the audit log (GET /v1/audit). HTTP routing to functions is ANY /{tenant}/{function}/... (outside /v1).",
     },
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },

@@ -1,12 +1,23 @@
 // The route table: method, path pattern and who may call, for every /v1 route. Handlers get a
 // context with the matched parameters, the caller (already authenticated) and the request id.
+// Routes that change state name their audit action; the server records each call's outcome.
 // The OpenAPI document (openapi.ts) describes the same routes; a test walks both.
 
 import type http from 'node:http';
 import { IsolaError } from '../errors.js';
 import type { Platform, Principal } from '../platform/platform.js';
 
+/** public: no key; admin: admin keys only; any: any valid key (tenancy checked in the handler). */
 export type Access = 'public' | 'admin' | 'any';
+
+/** What the audit record of a call says; handlers fill in what only they know. */
+export interface AuditDraft {
+  action: string;
+  /** Tenant name acted on or for (tenantOf sets it). */
+  tenant: string | null;
+  target: string;
+  details: Record<string, unknown>;
+}
 
 export interface Ctx {
   req: http.IncomingMessage;
@@ -18,6 +29,10 @@ export interface Ctx {
   platform: Platform;
   /** performance.now() when the request arrived (for Server-Timing). */
   t0: number;
+  /** The client's address. */
+  source: string;
+  /** Present on audited routes. */
+  audit: AuditDraft | null;
 }
 
 export interface Route {
@@ -25,6 +40,8 @@ export interface Route {
   /** OpenAPI-style path, e.g. /v1/functions/{name}. */
   path: string;
   access: Access;
+  /** Audit action (e.g. tenant.create) of a route that changes state; absent on reads. */
+  audit?: string;
   handler: (ctx: Ctx) => Promise<void>;
 }
 

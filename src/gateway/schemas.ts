@@ -204,3 +204,22 @@ export const instanceInfo = z.object({
 
 export const health = z.object({ ok: z.boolean(), version: z.string(), draining: z.boolean() });
 export const okBody = z.object({ ok: z.literal(true) });
+
+/** One audit record (GET /v1/audit): who changed what, from where, with what result. */
+export const auditEntry = z.object({
+  seq: z.number(),
+  ts: z.number(),
+  keyId: z.string(),
+  role: z.enum(['admin', 'tenant']),
+  tenant: z.string().nullable(),
+  action: z.string(),
+  target: z.string(),
+  requestId: z.string(),
+  source: z.string(),
+  /** ok, or the error code the call failed with. */
+  result: z.string(),
+  status: z.number(),
+  details: z.record(z.unknown()),
+});
+
+export const auditResult = z.object({ entries: z.array(auditEntry), next: z.number().nullable() });

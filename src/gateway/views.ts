@@ -63,9 +63,15 @@ export async function functionView(ctx: Ctx, f: FunctionRecord) {
   };
 }
 
-/** The tenant a request acts for (admin keys name it with X-Isola-Tenant or ?tenant=). */
-export function tenantOf(ctx: Ctx) {
+/**
+ * The tenant a request acts for (admin keys name it with X-Isola-Tenant or ?tenant=); it is
+ * also the tenant of the call's audit record.
+ */
+export async function tenantOf(ctx: Ctx) {
   const h = ctx.req.headers['x-isola-tenant'];
   const name = (Array.isArray(h) ? h[0] : h) ?? ctx.query.get('tenant') ?? undefined;
-  return ctx.platform.tenantFor(ctx.principal, name);
+  if (ctx.audit && name !== undefined) ctx.audit.tenant = name;
+  const t = await ctx.platform.tenantFor(ctx.principal, name);
+  if (ctx.audit) ctx.audit.tenant = t.name;
+  return t;
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { hashSecret, newKey, parseKey, secretMatches } from './keys.js';
+import { DUMMY_HASH, hashSecret, newKey, parseKey, secretMatches } from './keys.js';
 
 describe('newKey', () => {
   test('has the form isola_<12 id chars>_<43 secret chars>', () => {
@@ -82,5 +82,24 @@ describe('secretMatches', () => {
     assert.equal(secretMatches(sa, a.secretHash.slice(0, 32)), false);
     assert.equal(secretMatches(sa, `${a.secretHash}00`), false);
     assert.equal(secretMatches(sa, 'z'.repeat(64)), false);
+  });
+});
+
+describe('constant-time verification', () => {
+  test('a malformed stored hash is a mismatch, not a throw', () => {
+    const k = newKey();
+    const secret = k.text.slice(`isola_${k.id}_`.length);
+    assert.equal(secretMatches(secret, k.secretHash), true);
+    assert.equal(secretMatches(secret, 'abcd'), false);
+    assert.equal(secretMatches(secret, ''), false);
+    assert.equal(secretMatches(secret, 'zz'.repeat(32)), false);
+  });
+
+  test('the dummy hash of unknown ids is a well-formed hash no secret of ours matches', () => {
+    assert.match(DUMMY_HASH, /^[0-9a-f]{64}$/);
+    for (let i = 0; i < 20; i++) {
+      const k = newKey();
+      assert.equal(secretMatches(parseKey(k.text)!.secret, DUMMY_HASH), false);
+    }
   });
 });

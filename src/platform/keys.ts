@@ -34,9 +34,21 @@ export function parseKey(text: string): { id: string; secret: string } | null {
   return m ? { id: m[1]!, secret: m[2]! } : null;
 }
 
+/**
+ * What a presented key is checked against when its id is unknown (or it is not shaped like a
+ * key): the hash of a random secret nobody holds, so the check does the same work, a hash and
+ * a constant-time comparison, and its timing does not tell whether an id exists.
+ */
+export const DUMMY_HASH = hashSecret(randomBytes(32).toString('base64url'));
+
 /** Constant-time check of a presented secret against a stored hash. */
 export function secretMatches(secret: string, storedHash: string): boolean {
   const a = Buffer.from(hashSecret(secret), 'hex');
   const b = Buffer.from(storedHash, 'hex');
-  return a.length === b.length && timingSafeEqual(a, b);
+  // timingSafeEqual needs equal lengths; a malformed stored hash still costs one comparison.
+  if (a.length !== b.length) {
+    timingSafeEqual(a, a);
+    return false;
+  }
+  return timingSafeEqual(a, b);
 }

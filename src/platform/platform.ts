@@ -14,6 +14,7 @@ import { pullImage } from '../image/pull.js';
 import { ensureRootfsImage, mkfsFromDir } from '../image/rootfs.js';
 import { type ImageRecord, ImageStore } from '../image/store/store.js';
 import { AdmissionGate } from './admission.js';
+import { AuditLog } from './audit.js';
 import { prepareBundle } from './bundle/bundle.js';
 import {
   type ConfigPatch,
@@ -23,7 +24,7 @@ import {
   stripUndefined,
 } from './config.js';
 import { Instance, type InvokeOutcome } from './instance.js';
-import { newKey, parseKey, secretMatches } from './keys.js';
+import { DUMMY_HASH, newKey, parseKey, secretMatches } from './keys.js';
 import { LogSink } from './logs.js';
 import { Counter, Gauge, Histogram, Registry } from './metrics.js';
 import { type GroupSpec, type Lease, Pool } from './pool.js';
@@ -86,6 +87,8 @@ export class Platform {
   readonly store: PlatformStore;
   readonly pool: Pool;
   readonly logs: LogSink;
+  /** State-changing API calls, recorded by the gateway (audit.ts). */
+  readonly audit: AuditLog;
   readonly metrics = new Registry();
   private readonly box: SecretBox;
   private readonly tenantCache = new Map<string, Tenant>();
@@ -141,6 +144,7 @@ export class Platform {
         : null;
     this.box = SecretBox.load(opts.dataDir);
     this.logs = new LogSink(this.store);
+    this.audit = new AuditLog(this.store);
     this.pool = new Pool({
       create: (spec) => this.createInstance(spec),
       tenantMemoryMiB: (tenantId) =>
@@ -272,7 +276,7 @@ export class Platform {
     const parsed = parseKey(m[1]!);
     const rec = parsed ? await this.store.getKey(parsed.id) : null;
     // Same work whether or not the key exists, so timing does not tell ids apart.
-    const ok = secretMatches(parsed?.secret ?? 'x', rec?.secretHash ?? '0'.repeat(64));
+    const ok = secretMatches(parsed?.secret ?? m[1]!, rec?.secretHash ?? DUMMY_HASH);
     if (!parsed || !rec || !ok || rec.revokedAt !== null) {
       throw new IsolaError('E_UNAUTHORIZED', 'invalid or revoked API key');
     }
@@ -359,11 +363,12 @@ export class Platform {
     return { key: k.text, record };
   }
 
-  /** Revoke a key the principal may see (tenants: only their own). */
-  async revokeKey(p: Principal, id: string): Promise<void> {
+  /** Revoke a key the principal may see (tenants: only their own); returns it. */
+  async revokeKey(p: Principal, id: string): Promise<ApiKey> {
     const k = await this.store.getKey(id);
     if (!k || (p.role === 'tenant' && k.tenantId !== p.tenantId)) throw notFound('key', id);
     await this.store.revokeKey(id, Date.now());
+    return k;
   }
 
   // --- functions --------------------------------------------------------------------------
@@ -897,6 +902,7 @@ export class Platform {
     await this.pool.close();
     await this.snapshots?.close();
     await this.logs.flush();
+    await this.audit.flush();
     await this.store.close();
     this.images?.close?.();
   }
@@ -926,7 +932,8 @@ function checkRuntime(runtime: string): asserts runtime is Runtime {
   if (runtime !== 'nodejs20' && runtime !== 'image') {
     throw new IsolaError(
       'E_FUNCTION_RUNTIME',
-      `unknown runtime "${runtime}": use nodejs20 (a code bundle) or image (an OCI image serving HTTP on :8080)`,
+      // The value is not echoed: error bodies never repeat what a request body carried.
+      'unknown runtime: use nodejs20 (a code bundle) or image (an OCI image serving HTTP on :8080)',
     );
   }
 }

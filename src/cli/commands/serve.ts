@@ -7,6 +7,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT, runDir } from '../../assets/paths.js';
+import { rateLimitsFromEnv } from '../../gateway/limits.js';
 import { Gateway, SHUTDOWN_GRACE_MS } from '../../gateway/server.js';
 import { defaultStoreDir } from '../../image/store/store.js';
 import { Platform } from '../../platform/platform.js';
@@ -41,6 +42,8 @@ export async function serve(argv: string[]): Promise<number> {
     ? Number(values['shutdown-grace']) * 1000
     : SHUTDOWN_GRACE_MS;
   if (!Number.isFinite(grace) || grace < 0) throw usageError('--shutdown-grace is seconds');
+  // ISOLA_RATE_LIMIT_* and ISOLA_AUTH_FAILURE_* (gateway/limits.ts); checked before anything starts.
+  const rateLimits = rateLimitsFromEnv();
   const log = (msg: string, extra: Record<string, unknown> = {}) => {
     if (values.json) printJson({ ts: new Date().toISOString(), msg, ...extra });
     else process.stdout.write(`isola: ${msg}\n`);
@@ -59,7 +62,7 @@ export async function serve(argv: string[]): Promise<number> {
   });
   const admin = await platform.bootstrapAdminKey();
   if (admin) log(`first start: admin key written to ${path.join(dataDir, 'admin.key')}`);
-  const gateway = new Gateway(platform);
+  const gateway = new Gateway(platform, { rateLimits });
   const addr = await gateway.listen(host, port);
   log(
     `listening on http://${addr.address}:${addr.port} (data ${dataDir}, store ${store.dialect})`,

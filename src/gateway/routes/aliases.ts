@@ -45,11 +45,13 @@ export const aliasRoutes: Route[] = [
     method: 'PUT',
     path: '/v1/functions/{name}/aliases/{alias}',
     access: 'any',
+    audit: 'alias.put',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
       // Not found before bad input: another tenant learns nothing from validation errors.
       await ctx.platform.getFunction(t, ctx.params.name!);
       const body = parseJson(await readBody(ctx.req, MAX_JSON_BYTES), putAliasInput);
+      ctx.audit!.details = { ...body };
       const a = await ctx.platform.putAlias(t, ctx.params.name!, aliasName(ctx), body);
       sendJson(ctx.res, 200, aliasView(a));
     },
@@ -58,6 +60,7 @@ export const aliasRoutes: Route[] = [
     method: 'DELETE',
     path: '/v1/functions/{name}/aliases/{alias}',
     access: 'any',
+    audit: 'alias.delete',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
       const f = await ctx.platform.getFunction(t, ctx.params.name!);

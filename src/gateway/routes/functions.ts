@@ -46,10 +46,13 @@ export const functionRoutes: Route[] = [
     method: 'POST',
     path: '/v1/functions',
     access: 'any',
+    audit: 'function.create',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
       const body = parseJson(await readBody(ctx.req, MAX_JSON_BYTES), createFunctionInput);
+      ctx.audit!.target = body.name;
       checkRuntime(body.runtime);
+      ctx.audit!.details = { runtime: body.runtime };
       const f = await ctx.platform.createFunction(t, body.name, body.runtime);
       sendJson(ctx.res, 201, await functionView(ctx, f));
     },
@@ -71,11 +74,15 @@ export const functionRoutes: Route[] = [
     method: 'PATCH',
     path: '/v1/functions/{name}',
     access: 'any',
+    audit: 'function.update',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
       await ctx.platform.getFunction(t, fnName(ctx));
       const patch = parseJson(await readBody(ctx.req, MAX_JSON_BYTES), configPatchSchema);
+      // Which settings changed, not their values (environment values may be sensitive).
+      ctx.audit!.details = { fields: Object.keys(patch).sort() };
       const v = await ctx.platform.updateConfig(t, fnName(ctx), patch);
+      ctx.audit!.details.version = v.version;
       sendJson(ctx.res, 200, { function: ctx.params.name!, version: versionView(v) });
     },
   },
@@ -83,6 +90,7 @@ export const functionRoutes: Route[] = [
     method: 'DELETE',
     path: '/v1/functions/{name}',
     access: 'any',
+    audit: 'function.delete',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
       await ctx.platform.deleteFunction(t, fnName(ctx));
@@ -117,6 +125,7 @@ export const functionRoutes: Route[] = [
     method: 'POST',
     path: '/v1/functions/{name}/versions',
     access: 'any',
+    audit: 'function.deploy',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
       const name = fnName(ctx);
@@ -157,6 +166,11 @@ export const functionRoutes: Route[] = [
           ...(description ? { description } : {}),
         });
       }
+      ctx.audit!.details = {
+        version: r.version.version,
+        source:
+          r.version.source.kind === 'bundle' ? r.version.source.digest : r.version.source.image,
+      };
       sendJson(ctx.res, 201, { function: r.fn.name, version: versionView(r.version) });
     },
   },

@@ -4,7 +4,7 @@
 import type http from 'node:http';
 import { IsolaError } from '../../errors.js';
 import type { InvokeResult } from '../../platform/platform.js';
-import { MAX_INVOKE_BYTES, readBody, sendJson } from '../http.js';
+import { MAX_INVOKE_BYTES, parseJsonText, readBody, sendJson } from '../http.js';
 import type { Route } from '../router.js';
 import { tenantOf } from '../views.js';
 
@@ -29,16 +29,7 @@ export const invokeRoutes: Route[] = [
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
       const body = await readBody(ctx.req, MAX_INVOKE_BYTES);
-      if (body.length > 0) {
-        try {
-          JSON.parse(body.toString('utf8'));
-        } catch (err) {
-          throw new IsolaError(
-            'E_INVALID_ARGUMENT',
-            `malformed JSON event: ${(err as Error).message}`,
-          );
-        }
-      }
+      if (body.length > 0) parseJsonText(body, 'JSON event');
       const r = await ctx.platform.invoke(t, ctx.params.name!, body, ctx.requestId);
       sendOutcome(ctx.res, r, ctx.t0);
     },

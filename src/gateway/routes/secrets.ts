@@ -37,6 +37,8 @@ export const secretRoutes: Route[] = [
     method: 'PUT',
     path: '/v1/functions/{name}/secrets/{secret}',
     access: 'any',
+    // The record names the secret (the target); its value is never recorded.
+    audit: 'secret.put',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
       await ctx.platform.getFunction(t, ctx.params.name!);
@@ -50,6 +52,7 @@ export const secretRoutes: Route[] = [
     method: 'DELETE',
     path: '/v1/functions/{name}/secrets/{secret}',
     access: 'any',
+    audit: 'secret.delete',
     handler: async (ctx) => {
       const t = await tenantOf(ctx);
       const f = await ctx.platform.getFunction(t, ctx.params.name!);

@@ -11,9 +11,12 @@ export const tenantRoutes: Route[] = [
     method: 'POST',
     path: '/v1/tenants',
     access: 'admin',
+    audit: 'tenant.create',
     handler: async (ctx) => {
       const body = parseJson(await readBody(ctx.req, MAX_JSON_BYTES), createTenantInput);
       const { name, ...limits } = body;
+      ctx.audit!.tenant = ctx.audit!.target = name;
+      ctx.audit!.details = { limits };
       const t = await ctx.platform.createTenant(name, limits);
       sendJson(ctx.res, 201, tenantView(t));
     },
@@ -41,8 +44,10 @@ export const tenantRoutes: Route[] = [
     method: 'PATCH',
     path: '/v1/tenants/{tenant}',
     access: 'admin',
+    audit: 'tenant.update',
     handler: async (ctx) => {
       const limits = parseJson(await readBody(ctx.req, MAX_JSON_BYTES), tenantLimitsInput);
+      ctx.audit!.details = { limits };
       sendJson(
         ctx.res,
         200,
@@ -54,6 +59,7 @@ export const tenantRoutes: Route[] = [
     method: 'DELETE',
     path: '/v1/tenants/{tenant}',
     access: 'admin',
+    audit: 'tenant.delete',
     handler: async (ctx) => {
       await ctx.platform.deleteTenant(ctx.params.tenant!);
       sendJson(ctx.res, 200, { ok: true });

@@ -31,10 +31,12 @@ export const usageRoutes: Route[] = [
     handler: async (ctx) => {
       const p = ctx.platform;
       const since = parseSince(ctx.query.get('since'));
-      let tenantId: string | undefined;
-      if (ctx.principal.role === 'tenant') tenantId = ctx.principal.tenantId!;
-      else if (ctx.query.get('tenant'))
-        tenantId = (await p.tenantFor(ctx.principal, ctx.query.get('tenant')!)).id;
+      // A tenant key naming another tenant gets 404, as everywhere (not its own usage).
+      const named = ctx.query.get('tenant') || undefined;
+      const tenantId =
+        ctx.principal.role === 'tenant' || named
+          ? (await p.tenantFor(ctx.principal, named)).id
+          : undefined;
       const rows = await p.store.usage({
         ...(tenantId ? { tenantId } : {}),
         ...(since !== null ? { since } : {}),

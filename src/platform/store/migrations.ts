@@ -7,8 +7,8 @@
 // Portable types: TEXT (ids, names, JSON documents), INTEGER (small counts), BIGINT (epoch ms),
 // DOUBLE PRECISION (measured amounts). Only the auto-increment key differs between dialects.
 //
-// Invocations carry no foreign keys on purpose: metering records outlive the functions and
-// tenants they describe.
+// Invocations and audit records carry no foreign keys on purpose: metering and audit records
+// outlive the functions and tenants they describe.
 
 import { IsolaError } from '../../errors.js';
 import { type Db, type Dialect, lockTx } from './db.js';
@@ -113,6 +113,29 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
       'CREATE INDEX logs_function_seq ON logs (function_id, seq)',
       'CREATE INDEX logs_request ON logs (request_id)',
+    ],
+  },
+  {
+    version: 2,
+    description: 'audit log of state-changing API calls',
+    // No foreign keys: the record of a tenant's deletion must outlive the tenant.
+    statements: (d) => [
+      `CREATE TABLE audit_log (
+        seq ${AUTO_ID[d]},
+        ts BIGINT NOT NULL,
+        key_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        tenant TEXT,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        result TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        details TEXT NOT NULL
+      )`,
+      'CREATE INDEX audit_log_ts ON audit_log (ts)',
+      'CREATE INDEX audit_log_tenant_seq ON audit_log (tenant, seq)',
     ],
   },
 ];
