@@ -735,7 +735,7 @@ describe('platform: crash safety and graceful stop', () => {
         .filter((pid) => doomed.includes(pid));
       assert.deepEqual(alive, [], 'no QEMU process of the killed server');
       // The restarted server reaped the dead one's sandbox folders and cgroups.
-      assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [] });
+      assert.deepEqual(leftovers(), { qemu: [], folders: [], cgroups: [], uplinks: [] });
       assert.deepEqual(readdirSync(path.join(dataDir, 'instances')), []);
       assert.deepEqual(readdirSync(path.join(dataDir, 'tmp')), []);
       const ls = await api(srv.url, 'GET', '/v1/functions', { key });

@@ -25,7 +25,7 @@ function ip(args: string[], ignoreErrors = false): void {
  */
 export async function fakeHost(
   name: string,
-  opts: { addr: string; gw: string; prefix: number; port: number },
+  opts: { addr: string; gw: string; prefix: number; port: number; holdPort?: number },
 ): Promise<FakeHost> {
   const ns = `isola-t-${name}`;
   const hostIf = `t-${name}-h`;
@@ -47,8 +47,13 @@ export async function fakeHost(
       ns,
       process.execPath,
       '-e',
-      `require('net').createServer((s) => { s.on('error', () => {}); s.end('hello from ${name}\\n'); })` +
-        `.listen(${opts.port}, '${opts.addr}', () => console.log('listening'))`,
+      `const net = require('net');` +
+        `net.createServer((s) => { s.on('error', () => {}); s.end('hello from ${name}\\n'); })` +
+        `.listen(${opts.port}, '${opts.addr}', () => console.log('listening'));` +
+        // A port that keeps every connection open (for connection floods).
+        (opts.holdPort
+          ? `net.createServer((s) => s.on('error', () => {})).listen({ port: ${opts.holdPort}, host: '${opts.addr}', backlog: 4096 });`
+          : ''),
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );

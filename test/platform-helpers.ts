@@ -32,6 +32,8 @@ export async function startServer(opts: {
   dataDir: string;
   env?: Record<string, string>;
   args?: string[];
+  /** Address to listen on (default loopback); the tests always call it on loopback. */
+  host?: string;
 }): Promise<TestServer> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -41,7 +43,7 @@ export async function startServer(opts: {
       path.join(ROOT, 'dist/src/cli/main.js'),
       'serve',
       '--listen',
-      `127.0.0.1:${port}`,
+      `${opts.host ?? '127.0.0.1'}:${port}`,
       '--data-dir',
       opts.dataDir,
       ...(opts.args ?? []),

@@ -65,6 +65,10 @@ export const functionConfig = z.object({
   idleTimeoutS: z.number(),
   public: z.boolean(),
   env: z.record(z.string()),
+  egress: z.object({
+    mode: z.enum(['public', 'allowlist', 'none']),
+    allow: z.array(z.object({ cidr: z.string(), port: z.number().int().optional() })),
+  }),
 });
 
 export const createFunctionInput = configPatchSchema

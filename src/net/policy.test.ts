@@ -120,6 +120,20 @@ describe('the namespace ruleset', () => {
     );
   });
 
+  test('connection limits come before any rule that accepts a new connection', () => {
+    const rules = forward(
+      renderRuleset(DEFAULT_EGRESS, { ...ctx, maxConnections: 64, newConnectionsPerS: 50 }),
+    );
+    const count = rules.findIndex((l) => l.includes('ct count over 64 counter reject'));
+    const rate = rules.findIndex((l) =>
+      l.includes('limit rate over 50/second burst 100 packets counter reject'),
+    );
+    const firstNewAccept = rules.findIndex(
+      (l) => l.startsWith('iifname "tap0"') && l.endsWith('accept') && !l.includes('established'),
+    );
+    assert.ok(count > 0 && rate > 0 && count < firstNewAccept && rate < firstNewAccept);
+  });
+
   test('a malformed denied address is refused before nft sees it', () => {
     invalid(
       () => renderRuleset(DEFAULT_EGRESS, { ...ctx, denied: ['10.0.0.1; flush ruleset'] }),

@@ -33,6 +33,10 @@ export interface EgressPolicy {
 export const DEFAULT_EGRESS: EgressPolicy = { mode: 'public', allow: [] };
 export const NO_EGRESS: EgressPolicy = { mode: 'none', allow: [] };
 
+/** Connections one sandbox may have open at once, and new ones per second. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+export const DEFAULT_NEW_CONNECTIONS_PER_S = 200;
+
 /** Most allow entries one function may have (each is one set element; sets are cheap). */
 export const MAX_ALLOW_RULES = 64;
 
@@ -148,6 +152,10 @@ export interface RulesetContext {
   guestIf: string;
   /** Interface facing the host (the namespace's end of the veth pair). */
   uplinkIf: string;
+  /** Open connections the guest may hold at once (tracked by the namespace); default 1024. */
+  maxConnections?: number;
+  /** New connections per second the guest may open (burst twice as many); default 200. */
+  newConnectionsPerS?: number;
   /**
    * Denied in every mode, allow-lists notwithstanding: the node's own IPv4 addresses (every
    * interface, so the control plane too) and the sandbox address pool (every other sandbox).
@@ -170,6 +178,7 @@ export function renderRuleset(policy: EgressPolicy, ctx: RulesetContext): string
   const g = JSON.stringify(ctx.guestIf);
   const u = JSON.stringify(ctx.uplinkIf);
   const fromGuest = `iifname ${g} oifname ${u}`;
+  const rate = ctx.newConnectionsPerS ?? DEFAULT_NEW_CONNECTIONS_PER_S;
   const lines: string[] = ['table inet isola {'];
   const denied = [...new Set(ctx.denied)];
   for (const d of denied) parseCidr(d);
@@ -194,6 +203,10 @@ export function renderRuleset(policy: EgressPolicy, ctx: RulesetContext): string
     '    type filter hook forward priority filter; policy drop;',
     `    iifname ${u} oifname ${g} ct state established,related accept`,
     `    ${fromGuest} ct state established,related accept`,
+    // Bounded connection tracking: a sandbox cannot fill the node's conntrack table (shared by
+    // every sandbox behind the host's NAT) or churn connections without limit.
+    `    ${fromGuest} ct count over ${ctx.maxConnections ?? DEFAULT_MAX_CONNECTIONS} counter reject`,
+    `    ${fromGuest} limit rate over ${rate}/second burst ${rate * 2} packets counter reject`,
     `    ${fromGuest} ip daddr @node4 counter reject`,
   );
   if (policy.mode !== 'none') {
