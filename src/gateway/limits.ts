@@ -2,7 +2,7 @@
 // variables that change them (read once by `isola serve`; a bad value refuses to start).
 
 import { IsolaError } from '../errors.js';
-import type { BucketPolicy } from './rate-limit.js';
+import type { BucketPolicy } from '../util/rate-limit.js';
 
 export interface RateLimits {
   /** Per tenant key: every request it makes. */

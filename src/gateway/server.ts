@@ -10,6 +10,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { IsolaError, toIsolaError } from '../errors.js';
 import { Counter } from '../platform/metrics.js';
 import type { Platform, Principal } from '../platform/platform.js';
+import { RateLimiter, retryAfterSeconds } from '../util/rate-limit.js';
 import { serveFunctionHttp } from './function-http.js';
 import {
   MAX_HEADER_BYTES,
@@ -20,7 +21,6 @@ import {
   sendError,
 } from './http.js';
 import { RATE_LIMIT_DEFAULTS, type RateLimits } from './limits.js';
-import { RateLimiter, retryAfterSeconds } from './rate-limit.js';
 import { type Ctx, type Route, compile, match } from './router.js';
 import { aliasRoutes } from './routes/aliases.js';
 import { auditRoutes } from './routes/audit.js';

@@ -64,3 +64,27 @@ test('a flood is bounded: lines past the limit are dropped and the drop is logge
   assert.ok(notice, 'the drop is reported');
   assert.match(notice.line, /dropped/);
 });
+
+test('each function has its own log rate: a flood is cut and reported, other functions keep theirs', async () => {
+  const { store, batches } = fakeStore();
+  let now = 0;
+  const sink = new LogSink(store, { ratePerS: 10, burst: 20 }, () => now);
+  for (let i = 0; i < 100; i++) sink.write(row(`flood ${i}`, 'loud'));
+  for (let i = 0; i < 5; i++) sink.write(row(`quiet ${i}`, 'quiet'));
+  now = 1000; // one second: 10 more lines for the loud one
+  for (let i = 0; i < 100; i++) sink.write(row(`later ${i}`, 'loud'));
+  await sink.flush();
+  const all = batches.flat();
+  const loud = all.filter((r) => r.functionId === 'loud' && r.stream === 'stdout');
+  assert.equal(loud.length, 30, 'the burst, then the rate');
+  assert.equal(
+    all.filter((r) => r.functionId === 'quiet').length,
+    5,
+    'the quiet function is untouched',
+  );
+  const notice = all.find((r) => r.functionId === 'loud' && r.stream === 'system');
+  assert.match(
+    notice?.line ?? '',
+    /^170 output line\(s\) dropped: over the log rate of 10 lines\/s$/,
+  );
+});

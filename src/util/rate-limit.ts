@@ -1,6 +1,7 @@
-// Token buckets for the gateway's rate limits: one bucket per API key (every request it makes)
-// and one per source address (failed authentications only, so guessing keys is throttled).
-// Pure: the clock is a parameter (milliseconds, monotonic), so tests run without waiting.
+// Token buckets: named buckets under one policy. The gateway keeps one per API key (every
+// request it makes) and one per source address (failed authentications only, so guessing keys is
+// throttled); the log sink one per function (output lines). Pure: the clock is a parameter
+// (milliseconds, monotonic), so tests run without waiting.
 
 export interface BucketPolicy {
   /** Tokens added per second: the sustained rate. 0 turns the limit off. */
