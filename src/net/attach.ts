@@ -70,6 +70,8 @@ function namespaceScript(uplink: Uplink, owner: NetworkOwner, ruleset: string): 
     'echo 1 > /proc/sys/net/ipv4/ip_forward',
     'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6',
     'echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6',
+    // Every refusal reaches the guest (the namespace answers only its own guest).
+    'echo 0 > /proc/sys/net/ipv4/icmp_ratelimit',
     "ip -batch - <<'ISOLA_IP'",
     'link set lo up',
     `addr add ${uplink.nsIp}/${uplink.prefix} dev ${UPLINK_IF}`,

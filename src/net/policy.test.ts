@@ -80,11 +80,11 @@ describe('the namespace ruleset', () => {
     const text = renderRuleset({ mode: 'public', allow: [{ cidr: '10.99.0.0/24' }] }, ctx);
     const rules = forward(text);
     const at = (re: RegExp) => rules.findIndex((l) => re.test(l));
-    assert.ok(at(/@node4 .*reject/) >= 0);
+    assert.ok(at(/@node4 .*goto refuse/) >= 0);
     assert.ok(at(/@node4/) < at(/@allow4 .*accept/), 'allow lists never open the node');
-    assert.ok(at(/@allow4 .*accept/) < at(/@deny4 .*reject/));
+    assert.ok(at(/@allow4 .*accept/) < at(/@deny4 .*goto refuse/));
     assert.ok(at(/@deny4/) < at(/nfproto ipv4 .*accept/));
-    assert.match(rules.at(-3) ?? '', /counter reject$/, 'everything else is refused');
+    assert.match(rules.at(-3) ?? '', /counter goto refuse$/, 'everything else is refused');
     assert.match(text, /policy drop/);
     for (const r of DENIED_RANGES) assert.ok(text.includes(r), r);
     assert.match(text, /set node4 .*elements = \{ 192\.0\.2\.2, 10\.213\.0\.0\/16 \}/);
@@ -108,7 +108,7 @@ describe('the namespace ruleset', () => {
   test('the namespace itself accepts nothing and sends only rejects', () => {
     const text = renderRuleset(DEFAULT_EGRESS, ctx);
     const input = text.slice(text.indexOf('chain input'), text.indexOf('chain output'));
-    assert.match(input, /policy drop;\s*iifname "tap0" counter reject\s*\}/);
+    assert.match(input, /policy drop;\s*iifname "tap0" counter goto refuse\s*\}/);
     const output = text.slice(text.indexOf('chain output'), text.indexOf('chain postrouting'));
     assert.match(output, /policy drop/);
     assert.deepEqual(
@@ -124,9 +124,9 @@ describe('the namespace ruleset', () => {
     const rules = forward(
       renderRuleset(DEFAULT_EGRESS, { ...ctx, maxConnections: 64, newConnectionsPerS: 50 }),
     );
-    const count = rules.findIndex((l) => l.includes('ct count over 64 counter reject'));
+    const count = rules.findIndex((l) => l.includes('ct count over 64 counter goto refuse'));
     const rate = rules.findIndex((l) =>
-      l.includes('limit rate over 50/second burst 100 packets counter reject'),
+      l.includes('limit rate over 50/second burst 100 packets counter goto refuse'),
     );
     const firstNewAccept = rules.findIndex(
       (l) => l.startsWith('iifname "tap0"') && l.endsWith('accept') && !l.includes('established'),

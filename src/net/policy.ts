@@ -198,6 +198,14 @@ export function renderRuleset(policy: EgressPolicy, ctx: RulesetContext): string
     `  set allow4 { type ipv4_addr; flags interval; auto-merge; ${anyPort.length ? `elements = ${elements(anyPort)}` : ''} }`,
     `  set allow4p { type ipv4_addr . inet_service; flags interval; ${withPort.length ? `elements = ${elements(withPort)}` : ''} }`,
   );
+  // Refusals: a TCP reset for TCP (ICMP errors are rate-limited by the kernel, so under a
+  // flood most would never arrive and the guest would wait for timeouts), ICMP for the rest.
+  lines.push(
+    '  chain refuse {',
+    '    meta l4proto tcp reject with tcp reset',
+    '    reject',
+    '  }',
+  );
   lines.push(
     '  chain forward {',
     '    type filter hook forward priority filter; policy drop;',
@@ -205,9 +213,9 @@ export function renderRuleset(policy: EgressPolicy, ctx: RulesetContext): string
     `    ${fromGuest} ct state established,related accept`,
     // Bounded connection tracking: a sandbox cannot fill the node's conntrack table (shared by
     // every sandbox behind the host's NAT) or churn connections without limit.
-    `    ${fromGuest} ct count over ${ctx.maxConnections ?? DEFAULT_MAX_CONNECTIONS} counter reject`,
-    `    ${fromGuest} limit rate over ${rate}/second burst ${rate * 2} packets counter reject`,
-    `    ${fromGuest} ip daddr @node4 counter reject`,
+    `    ${fromGuest} ct count over ${ctx.maxConnections ?? DEFAULT_MAX_CONNECTIONS} counter goto refuse`,
+    `    ${fromGuest} limit rate over ${rate}/second burst ${rate * 2} packets counter goto refuse`,
+    `    ${fromGuest} ip daddr @node4 counter goto refuse`,
   );
   if (policy.mode !== 'none') {
     lines.push(
@@ -218,16 +226,16 @@ export function renderRuleset(policy: EgressPolicy, ctx: RulesetContext): string
   }
   if (policy.mode === 'public') {
     lines.push(
-      `    ${fromGuest} ip daddr @deny4 counter reject`,
+      `    ${fromGuest} ip daddr @deny4 counter goto refuse`,
       `    ${fromGuest} meta nfproto ipv4 counter accept`,
     );
   }
   lines.push(
-    `    ${fromGuest} counter reject`,
+    `    ${fromGuest} counter goto refuse`,
     '  }',
     '  chain input {',
     '    type filter hook input priority filter; policy drop;',
-    `    iifname ${g} counter reject`,
+    `    iifname ${g} counter goto refuse`,
     '  }',
     '  chain output {',
     '    type filter hook output priority filter; policy drop;',
