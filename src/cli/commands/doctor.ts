@@ -5,8 +5,12 @@ import { execFileSync } from 'node:child_process';
 import { constants, accessSync, existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { nativeHelper } from '../../assets/native.js';
 import { type GuestAssets, loadAssets, runDir } from '../../assets/paths.js';
 import { toIsolaError } from '../../errors.js';
+import { networkEnabled } from '../../net/attach.js';
+import { DEFAULT_POOL } from '../../net/pool.js';
+import { jailEnabled } from '../../sandbox/drivers/microvm.js';
 import { reap } from '../../sandbox/reaper.js';
 import { readOwnerRecord, sandboxesDir } from '../../sandbox/run-record.js';
 import { chooseAccel, kvmUsable, qemuVersion, tcgTscKhz } from '../../vmm/accel.js';
@@ -116,6 +120,28 @@ function checkNetwork(): Check[] {
       ? 'network namespaces can be created'
       : 'cannot create network namespaces (ip netns add failed)',
   });
+  const nft = tryRun('nft', ['--version']);
+  const nsenter = tryRun('nsenter', ['--version']);
+  const enabled = networkEnabled();
+  out.push({
+    name: 'sandbox-network',
+    status: enabled && tun && added && nft && nsenter ? 'ok' : 'warn',
+    detail: !enabled
+      ? 'off (not root, ISOLA_NETWORK=0 or ISOLA_JAIL=0): functions get no network interface'
+      : !nft || !nsenter
+        ? 'nft or nsenter missing (run scripts/setup.sh): sandbox networks will fail'
+        : `on: a namespace, uplink from ${process.env.ISOLA_NET_POOL ?? DEFAULT_POOL}, NAT and an egress policy per sandbox`,
+    data: { enabled, nft: nft !== null, nsenter: nsenter !== null },
+  });
+  // Another firewall's FORWARD policy (Docker sets DROP) would drop sandbox traffic before ours.
+  const forward = tryRun('iptables', ['-S', 'FORWARD']) ?? '';
+  if (/^-P FORWARD DROP/m.test(forward)) {
+    out.push({
+      name: 'forward-policy',
+      status: 'warn',
+      detail: 'iptables FORWARD policy is DROP: sandbox egress needs an ACCEPT for isv* interfaces',
+    });
+  }
   const vsock = existsSync('/dev/vhost-vsock');
   out.push({
     name: 'agent-transport',
@@ -126,6 +152,28 @@ function checkNetwork(): Check[] {
     data: { vhostVsock: vsock, transport: 'virtio-serial' },
   });
   return out;
+}
+
+function checkJail(): Check {
+  if (!jailEnabled()) {
+    return {
+      name: 'vmm-jail',
+      status: 'warn',
+      detail:
+        process.getuid?.() === 0
+          ? 'off (ISOLA_JAIL=0): QEMU runs unconfined apart from its cgroups'
+          : 'off (not root): QEMU runs as this user, unconfined apart from its cgroups',
+    };
+  }
+  const helper = nativeHelper('isola-jail');
+  return {
+    name: 'vmm-jail',
+    status: helper ? 'ok' : 'fail',
+    detail: helper
+      ? 'each QEMU: own user, own mount/PID/IPC/UTS/net namespaces, minimal root, seccomp'
+      : 'the jail helper (native/isola-jail.c) cannot be built: install gcc (scripts/setup.sh)',
+    data: { helper },
+  };
 }
 
 function checkRunDir(): Check {
@@ -181,6 +229,7 @@ export async function doctor(argv: string[]): Promise<number> {
     }
     checks.push(checkCgroups());
     checks.push(...checkNetwork());
+    checks.push(checkJail());
     checks.push(checkRunDir());
     let leftovers: string[] = [];
     try {
