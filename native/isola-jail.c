@@ -15,14 +15,14 @@
 //      named with --ro, --rw and --dev (bound at their own absolute paths, so the VMM's
 //      arguments stay valid); read-only binds are nosuid,nodev,noexec except the VMM binary's
 //      own folders given with --ro-exec;
-//   6. with --wait-go, wait for one byte on stdin (the host configures the network namespace
-//      from outside meanwhile: /proc/<pid>/ns/net); end of input means give up (exit 98);
-//      then with --tap NAME, attach to that tap device and hand it to the VMM as fd 3;
+//   6. with --tap NAME, create that tap device in the new network namespace and hand it to the
+//      VMM as fd 3; only now does the parent report the pid (the host then configures the
+//      namespace from outside, /proc/<pid>/ns/net, while the VMM starts);
 //   7. pivot_root into the new root and detach the old one; the root is remounted read-only;
 //   8. drop to --uid/--gid (no supplementary groups except --group), set no_new_privs, so the
 //      VMM holds no capability and can gain none; exec it.
 // Nothing is mounted outside the new mount namespace, so nothing is left when the VMM dies.
-// Exit codes of the jail itself: 97 cgroup join failed, 98 no go, 99 set-up failed (stderr says).
+// Exit codes of the jail itself: 97 cgroup join failed, 99 set-up failed (stderr says).
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -164,14 +164,15 @@ static void usage(void) {
   fputs(
       "usage: isola-jail [--pdeathsig] [--cgroup-procs FILE]... [--ns] [--netns] [--root DIR]\n"
       "                  [--ro PATH]... [--ro-exec PATH]... [--rw PATH]... [--dev PATH]...\n"
-      "                  [--uid N --gid N [--group N]...] [--wait-go] [--tap NAME] -- VMM ARGS...\n",
+      "                  [--uid N --gid N [--group N]...] [--tap NAME] -- VMM ARGS...\n",
       stderr);
   _exit(99);
 }
 
 int main(int argc, char **argv) {
-  int pdeathsig = 0, ns = 0, netns = 0, wait_go = 0;
+  int pdeathsig = 0, ns = 0, netns = 0;
   const char *tap = NULL;
+  int tap_fd = -1;
   long uid = -1, gid = -1;
   const char *root = NULL;
   int i = 1;
@@ -184,7 +185,6 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--pdeathsig")) pdeathsig = 1;
     else if (!strcmp(a, "--ns")) ns = 1;
     else if (!strcmp(a, "--netns")) netns = 1;
-    else if (!strcmp(a, "--wait-go")) wait_go = 1;
     else if (i + 1 >= argc) usage();
     else if (!strcmp(a, "--cgroup-procs")) {
       if (ncgroups >= MAX_ITEMS) usage();
@@ -241,6 +241,8 @@ int main(int argc, char **argv) {
   sigaddset(&block, SIGHUP);
   sigprocmask(SIG_BLOCK, &block, &old);
 
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC)) die(99, "pipe");
   child_pid = fork();
   if (child_pid < 0) die(99, "fork");
   if (child_pid == 0) {
@@ -264,16 +266,10 @@ int main(int argc, char **argv) {
         if (symlink(links[l][0], target)) die(99, "symlink %s", target);
       }
     }
-    if (wait_go) {
-      char c;
-      ssize_t n;
-      do n = read(STDIN_FILENO, &c, 1);
-      while (n < 0 && errno == EINTR);
-      if (n != 1) _exit(98);
-    }
     if (tap) {
-      // The tap device (created by the host in this namespace) opened here, as root: the VMM
-      // gets the open descriptor as fd 3 and needs no /dev/net/tun and no privilege.
+      // The tap device created here, in the new network namespace, as root: the VMM gets the
+      // open descriptor as fd 3 and needs no /dev/net/tun and no privilege. The host configures
+      // the namespace (addresses, rules, forwarding last) while the VMM starts.
       int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
       if (fd < 0) die(99, "open /dev/net/tun");
       struct ifreq ifr;
@@ -284,10 +280,16 @@ int main(int argc, char **argv) {
         die(99, "tap name");
       }
       strcpy(ifr.ifr_name, tap);
-      if (ioctl(fd, TUNSETIFF, &ifr)) die(99, "attach to tap %s", tap);
-      if (fd != 3) {
-        if (dup2(fd, 3) != 3) die(99, "dup2 tap");
-        close(fd);
+      if (ioctl(fd, TUNSETIFF, &ifr)) die(99, "create tap %s", tap);
+      tap_fd = fd;
+    }
+    // The parent reports the pid once the namespace is ready for the host (the tap exists).
+    close(ready[0]);
+    close(ready[1]);
+    if (tap_fd >= 0) {
+      if (tap_fd != 3) {
+        if (dup2(tap_fd, 3) != 3) die(99, "dup2 tap");
+        close(tap_fd);
       }
       if (fcntl(3, F_SETFD, 0)) die(99, "tap descriptor");  // kept across the exec
     }
@@ -331,9 +333,14 @@ int main(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
   sigprocmask(SIG_SETMASK, &old, NULL);
+  close(ready[1]);
+  char byte;
+  ssize_t got;
+  do got = read(ready[0], &byte, 1);  // end of file: the child's set-up is done (or it died)
+  while (got < 0 && errno == EINTR);
+  close(ready[0]);
   fprintf(stderr, "ISOLA_QEMU_PID %d\n", child_pid);
   fflush(stderr);
-  close(STDIN_FILENO);  // the child holds the go pipe
 
   int status = 0;
   for (;;) {

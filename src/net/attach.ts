@@ -1,8 +1,10 @@
-// Gives one sandbox its network: the uplink veth pair between the host and the sandbox's network
-// namespace (created by isola-jail for the VMM; found at /proc/PID/ns/net), the tap device the
-// VMM opens (owned by the VMM's unprivileged user), routes, forwarding, and the egress ruleset.
-// Everything but the host end of the veth lives in the namespace, and that end is destroyed with
-// its peer: when the VMM exits the namespace goes, and with it the whole network of the sandbox.
+// Gives one sandbox its network, in the network namespace isola-jail made for its VMM (found at
+// /proc/PID/ns/net), where the jail has already created the tap device it hands to QEMU: the
+// uplink veth pair between the host and the namespace, addresses, a default route, the egress
+// ruleset, and forwarding, turned on last, so a guest that runs before the rules are in place
+// reaches nothing. Runs while the VMM starts. Everything but the host end of the veth lives in
+// the namespace, and that end is destroyed with its peer: when the VMM exits the namespace goes,
+// and with it the whole network of the sandbox.
 
 import { existsSync } from 'node:fs';
 import { IsolaError } from '../errors.js';
@@ -16,11 +18,6 @@ import {
   type Uplink,
   parsePool,
 } from './pool.js';
-
-export interface NetworkOwner {
-  uid: number;
-  gid: number;
-}
 
 let allocator: SlotAllocator | null = null;
 
@@ -63,11 +60,10 @@ export function slots(): SlotAllocator {
 }
 
 /** Shell for the namespace side, run by nsenter in the namespace (one process chain). */
-function namespaceScript(uplink: Uplink, owner: NetworkOwner, ruleset: string): string {
+function namespaceScript(uplink: Uplink, ruleset: string): string {
   const g = GUEST_LINK;
   return [
     'set -e',
-    'echo 1 > /proc/sys/net/ipv4/ip_forward',
     'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6',
     'echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6',
     // Every refusal reaches the guest (the namespace answers only its own guest).
@@ -76,7 +72,6 @@ function namespaceScript(uplink: Uplink, owner: NetworkOwner, ruleset: string): 
     'link set lo up',
     `addr add ${uplink.nsIp}/${uplink.prefix} dev ${UPLINK_IF}`,
     `link set ${UPLINK_IF} up`,
-    `tuntap add dev ${g.tap} mode tap user ${owner.uid} group ${owner.gid}`,
     `link set ${g.tap} address ${g.tapMac}`,
     `addr add ${g.gateway}/${g.prefix} dev ${g.tap}`,
     `link set ${g.tap} up`,
@@ -85,6 +80,8 @@ function namespaceScript(uplink: Uplink, owner: NetworkOwner, ruleset: string): 
     "nft -f - <<'ISOLA_NFT'",
     ruleset.trimEnd(),
     'ISOLA_NFT',
+    // Last: until the ruleset is in place nothing is forwarded (the guest may already run).
+    'echo 1 > /proc/sys/net/ipv4/ip_forward',
     '',
   ].join('\n');
 }
@@ -94,11 +91,7 @@ function namespaceScript(uplink: Uplink, owner: NetworkOwner, ruleset: string): 
  * releaseUplink). On failure nothing is left: the host end is deleted, the rest dies with the
  * namespace.
  */
-export async function attachNetwork(
-  pid: number,
-  policy: EgressPolicy,
-  owner: NetworkOwner,
-): Promise<Uplink> {
+export async function attachNetwork(pid: number, policy: EgressPolicy): Promise<Uplink> {
   await ensureHostNetwork();
   const pool = slots();
   for (let tries = 0; ; tries++) {
@@ -130,7 +123,7 @@ export async function attachNetwork(
       await feed(
         'nsenter',
         [`--net=/proc/${pid}/ns/net`, '--', '/bin/sh', '-s'],
-        namespaceScript(uplink, owner, ruleset),
+        namespaceScript(uplink, ruleset),
         'configuring the sandbox network',
       );
       return uplink;

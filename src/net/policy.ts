@@ -200,12 +200,7 @@ export function renderRuleset(policy: EgressPolicy, ctx: RulesetContext): string
   );
   // Refusals: a TCP reset for TCP (ICMP errors are rate-limited by the kernel, so under a
   // flood most would never arrive and the guest would wait for timeouts), ICMP for the rest.
-  lines.push(
-    '  chain refuse {',
-    '    meta l4proto tcp reject with tcp reset',
-    '    reject',
-    '  }',
-  );
+  lines.push('  chain refuse {', '    meta l4proto tcp reject with tcp reset', '    reject', '  }');
   lines.push(
     '  chain forward {',
     '    type filter hook forward priority filter; policy drop;',

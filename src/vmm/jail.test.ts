@@ -81,7 +81,6 @@ describe('jail plan', () => {
           { path: '/x', kind: 'rw' },
         ],
         netns: true,
-        waitGo: true,
         tap: 'tap0',
       },
       { cgroupProcs: ['/sys/fs/cgroup/pids/isola/sb-1/cgroup.procs'], pdeathsig: true },
@@ -104,7 +103,6 @@ describe('jail plan', () => {
       '1600000001',
       '--group',
       '108',
-      '--wait-go',
       '--tap',
       'tap0',
     ]);

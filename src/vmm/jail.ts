@@ -35,9 +35,7 @@ export interface JailPlan {
   binds: Bind[];
   /** A network namespace of its own (always; with a network it gets an uplink). */
   netns: boolean;
-  /** Wait for the host's go (network set up) before exec. */
-  waitGo: boolean;
-  /** Tap device the helper opens (after the go) and hands to the VMM as fd 3 (TAP_FD). */
+  /** Tap device the helper creates in the namespace and hands to the VMM as fd 3 (TAP_FD). */
   tap?: string;
 }
 
@@ -75,7 +73,6 @@ export function jailArgs(
   for (const b of plan.binds) args.push(`--${b.kind}`, b.path);
   args.push('--uid', String(plan.uid), '--gid', String(plan.gid));
   for (const g of plan.groups) args.push('--group', String(g));
-  if (plan.waitGo) args.push('--wait-go');
   if (plan.tap) args.push('--tap', plan.tap);
   return args;
 }

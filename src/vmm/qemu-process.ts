@@ -19,7 +19,6 @@ const CONSOLE_LINES_KEPT = 200;
 const KILL_GRACE_MS = 2_000;
 /** Exit codes of isola-jail itself (native/isola-jail.c). */
 const JAIL_CGROUP_FAILED = 97;
-const JAIL_NO_GO = 98;
 const JAIL_SETUP_FAILED = 99;
 /** The helper reports QEMU's pid within milliseconds; this only guards against a stuck fork. */
 const PID_REPORT_TIMEOUT_MS = 10_000;
@@ -27,7 +26,6 @@ const PID_REPORT_TIMEOUT_MS = 10_000;
 function jailExitReason(code: number | null): string {
   if (code === JAIL_CGROUP_FAILED) return ' (could not join the sandbox cgroup)';
   if (code === JAIL_SETUP_FAILED) return ' (the jail could not be set up)';
-  if (code === JAIL_NO_GO) return ' (the host gave up before the start)';
   return '';
 }
 
@@ -57,11 +55,6 @@ export interface SpawnOptions {
   cgroupProcs: string[];
   /** Confinement (vmm/jail.ts); null runs QEMU unconfined but for its cgroups. */
   jail?: JailPlan | null;
-  /**
-   * Runs after QEMU's pid is known and before it may exec (the jail waits for it): the network
-   * is attached to the jail's namespace here. A failure kills the jail.
-   */
-  beforeStart?: (pid: number) => Promise<void>;
 }
 
 export interface QemuExit {
@@ -116,7 +109,6 @@ export class QemuProcess extends EventEmitter {
       );
     }
     const jail = opts.jail ?? null;
-    const waitGo = jail?.waitGo === true;
     const child = spawn(
       helper,
       [
@@ -128,7 +120,7 @@ export class QemuProcess extends EventEmitter {
         qemuBinaryPath(),
         ...args,
       ],
-      { stdio: [waitGo ? 'pipe' : 'ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     const pid = await new Promise<number>((resolve, reject) => {
       let buf = '';
@@ -166,18 +158,7 @@ export class QemuProcess extends EventEmitter {
     });
     child.removeAllListeners('exit');
     child.removeAllListeners('error');
-    const proc = new QemuProcess(child, pid);
-    if (waitGo) {
-      child.stdin!.on('error', () => {});
-      try {
-        await opts.beforeStart?.(pid);
-      } catch (err) {
-        await proc.kill();
-        throw err;
-      }
-      child.stdin!.end('g');
-    }
-    return proc;
+    return new QemuProcess(child, pid);
   }
 
   /** Connect to the console socket and follow the guest console line by line. */

@@ -255,6 +255,11 @@ interface Attempt {
   /** The jail's user id (also its group), released with the attempt. */
   jailId: number | null;
   uplink: Uplink | null;
+  /**
+   * The network being attached while QEMU starts (forwarding stays off until the ruleset is
+   * in place); a start waits for it before the sandbox counts as running.
+   */
+  network: Promise<void>;
 }
 
 /**
@@ -463,7 +468,6 @@ class MicroVmSandbox implements Sandbox {
         groups: vm.accel === 'kvm' ? kvmGroup() : [],
         binds,
         netns: true,
-        waitGo: vm.network !== undefined,
         ...(vm.network ? { tap: GUEST_LINK.tap } : {}),
       };
     } catch (err) {
@@ -539,17 +543,9 @@ class MicroVmSandbox implements Sandbox {
     if (this.spec.network && !jail) {
       throw new IsolaError('E_NETWORK', 'sandbox networks need root (and the jail) on the host');
     }
-    let uplink: Uplink | null = null;
     let qemu: QemuProcess;
     try {
-      qemu = await QemuProcess.spawn(buildQemuArgs(vm), {
-        cgroupProcs: cg.procsFiles,
-        jail,
-        beforeStart: async (pid) => {
-          const egress = this.spec.network?.egress;
-          if (egress) uplink = await attachNetwork(pid, egress, { uid: jail!.uid, gid: jail!.gid });
-        },
-      });
+      qemu = await QemuProcess.spawn(buildQemuArgs(vm), { cgroupProcs: cg.procsFiles, jail });
     } catch (err) {
       if (jail) releaseJailId(jail.uid);
       throw err;
@@ -560,8 +556,16 @@ class MicroVmSandbox implements Sandbox {
       agent: null,
       ctl: null,
       jailId: jail?.uid ?? null,
-      uplink,
+      uplink: null,
+      network: Promise.resolve(),
     };
+    const egress = this.spec.network?.egress;
+    if (egress) {
+      attempt.network = attachNetwork(qemu.pid, egress).then((u) => {
+        attempt.uplink = u;
+      });
+      attempt.network.catch(() => {});
+    }
     this.current = attempt;
     this.record.qemuPid = qemu.pid;
     this.record.qemuStartTime = processStartTime(qemu.pid);
@@ -617,6 +621,7 @@ class MicroVmSandbox implements Sandbox {
     const tCont = performance.now();
     const [tInit] = await race(Promise.all([initSeen, ready]));
     await race(agent.hello(left()));
+    await race(attempt.network);
     const tReady = performance.now();
     this.watchAgent(agent);
     return {
@@ -644,7 +649,8 @@ class MicroVmSandbox implements Sandbox {
       writeOwnerRecord(this.dir, this.record);
       const t0 = performance.now();
       const deadline = t0 + RESTORE_TIMEOUT_MS;
-      await this.spawnVmm(() => Math.max(1, deadline - performance.now()));
+      const { attempt } = await this.spawnVmm(() => Math.max(1, deadline - performance.now()));
+      await attempt.network;
       return performance.now() - t0;
     })();
     await this.preparing;
@@ -703,6 +709,7 @@ class MicroVmSandbox implements Sandbox {
           left(),
         ),
       );
+      await race(a.network);
       const tDone = performance.now();
       this.watchAgent(a.agent);
       this._restore = {
@@ -926,6 +933,7 @@ class MicroVmSandbox implements Sandbox {
       a.ctl?.close();
       a.qmp?.close();
       await a.qemu.kill();
+      await a.network.catch(() => {});
       if (a.uplink) await releaseUplink(a.uplink);
       if (a.jailId !== null) releaseJailId(a.jailId);
     }
