@@ -206,6 +206,18 @@ describe('FrameDecoder', () => {
     assert.equal(d.buffered, 0);
   });
 
+  test('a stray magic straight before a frame costs an error, not the frame', () => {
+    // "IS" + "IS\0\0..." reads as a frame claiming 0x49530000 bytes: too large; the real frame
+    // starts right after the stray magic and must still be found.
+    const frame = encodeFrame({ id: 8, op: 'info' });
+    const evs = new FrameDecoder().push(Buffer.concat([Buffer.from('IS'), frame]));
+    assert.deepEqual(
+      evs.map((e) => (e.kind === 'error' ? e.code : 'frame')),
+      ['E_FRAME_TOO_LARGE', 'frame'],
+    );
+    assert.deepEqual(frames(evs), [{ header: { id: 8, op: 'info' }, body: Buffer.alloc(0) }]);
+  });
+
   test('0xffffffff length is E_FRAME_TOO_LARGE, not a wait for 4 GiB', () => {
     const d = new FrameDecoder();
     const evs = d.push(Buffer.concat([rawFrame(0xffffffff), encodeFrame({ ok: 1 })]));

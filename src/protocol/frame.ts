@@ -77,7 +77,7 @@ export class FrameDecoder {
         });
         this.resyncing = true;
         this.buf = this.buf.subarray(2);
-        this.skipToMagic(out, '');
+        this.skipToMagic(out, '', 0);
         continue;
       }
       if (payload < 4) {
@@ -128,16 +128,20 @@ export class FrameDecoder {
 
   private protocolError(out: DecodeEvent[], message: string): void {
     this.buf = this.buf.subarray(2);
-    this.skipToMagic(out, message);
+    this.skipToMagic(out, message, 0);
   }
 
-  private skipToMagic(out: DecodeEvent[], message: string): void {
+  /**
+   * Drop bytes up to the next "IS" at or after `from`: 1 when the buffer starts with bytes that
+   * are not a magic, 0 when a bad frame's magic was just dropped (the next frame may start right
+   * after it: "IS" then "IS..." must not lose the second; the fuzzer found that, src/fuzz/).
+   */
+  private skipToMagic(out: DecodeEvent[], message: string, from = 1): void {
     if (!this.resyncing && message) {
       out.push({ kind: 'error', code: 'E_AGENT_PROTOCOL', message });
     }
     this.resyncing = true;
-    // Search for "IS" anywhere after position 0.
-    let i = this.buf.indexOf(0x49, 1);
+    let i = this.buf.indexOf(0x49, from);
     while (i !== -1 && i + 1 < this.buf.length && this.buf[i + 1] !== 0x53) {
       i = this.buf.indexOf(0x49, i + 1);
     }

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import {
   MAX_RUNTIME_FRAME,
   RuntimeFrameDecoder,
+  RuntimeFrameError,
   decodeOutputLine,
   encodeOutputLine,
   encodeRuntimeFrame,
@@ -99,11 +100,31 @@ describe('runtime frames', () => {
     assert.deepEqual(new RuntimeFrameDecoder().push(edge), []);
   });
 
-  test('a header that is not JSON throws', () => {
-    const h = Buffer.from('{nope');
+  const withHeader = (text: string) => {
+    const h = Buffer.from(text);
     const prefix = Buffer.alloc(8);
     prefix.writeUInt32BE(h.length, 0);
-    assert.throws(() => new RuntimeFrameDecoder().push(Buffer.concat([prefix, h])), SyntaxError);
+    return Buffer.concat([prefix, h]);
+  };
+  const protocolError = (e: unknown) =>
+    e instanceof RuntimeFrameError && e.code === 'E_AGENT_PROTOCOL';
+
+  test('a header that is not JSON throws RuntimeFrameError E_AGENT_PROTOCOL', () => {
+    assert.throws(() => new RuntimeFrameDecoder().push(withHeader('{nope')), protocolError);
+  });
+
+  test('a header that is JSON but not an object throws too (peers read fields of it)', () => {
+    for (const text of ['null', '0', '"t"', '[]', '[{"t":"health","id":1}]', 'true']) {
+      assert.throws(() => new RuntimeFrameDecoder().push(withHeader(text)), protocolError, text);
+    }
+  });
+
+  test('an oversized frame is E_FRAME_TOO_LARGE', () => {
+    const huge = Buffer.alloc(8, 0xff);
+    assert.throws(
+      () => new RuntimeFrameDecoder().push(huge),
+      (e: unknown) => e instanceof RuntimeFrameError && e.code === 'E_FRAME_TOO_LARGE',
+    );
   });
 });
 

@@ -54,7 +54,26 @@ export function encodeRuntimeFrame(header: object, body: Buffer = Buffer.alloc(0
   return Buffer.concat([prefix, h, body]);
 }
 
-/** Incremental decoder; throws on a frame over MAX_RUNTIME_FRAME or a header that is not JSON. */
+/**
+ * What RuntimeFrameDecoder throws. The stream has no magic to resynchronise on, so after one the
+ * connection is dropped; `code` is the error code the host reports it under.
+ */
+export class RuntimeFrameError extends Error {
+  constructor(
+    readonly code: 'E_FRAME_TOO_LARGE' | 'E_AGENT_PROTOCOL',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RuntimeFrameError';
+  }
+}
+
+/**
+ * Incremental decoder; throws RuntimeFrameError on a frame over MAX_RUNTIME_FRAME or a header
+ * that is not a JSON object. Headers are checked to be objects here because both peers read
+ * fields of them straight away: a `null` header from a misbehaving guest was a TypeError thrown
+ * inside the host's socket listener (found by the fuzzer, src/fuzz/).
+ */
 export class RuntimeFrameDecoder {
   private buf: Buffer = Buffer.alloc(0);
 
@@ -65,15 +84,22 @@ export class RuntimeFrameDecoder {
       const hl = this.buf.readUInt32BE(0);
       const bl = this.buf.readUInt32BE(4);
       if (hl + bl > MAX_RUNTIME_FRAME)
-        throw new Error(`runtime frame of ${hl + bl} bytes is too large`);
+        throw new RuntimeFrameError(
+          'E_FRAME_TOO_LARGE',
+          `runtime frame of ${hl + bl} bytes is too large`,
+        );
       if (this.buf.length < 8 + hl + bl) break;
-      const header = JSON.parse(this.buf.subarray(8, 8 + hl).toString('utf8')) as Record<
-        string,
-        unknown
-      >;
+      let header: unknown;
+      try {
+        header = JSON.parse(this.buf.subarray(8, 8 + hl).toString('utf8'));
+      } catch {
+        throw new RuntimeFrameError('E_AGENT_PROTOCOL', 'runtime frame header is not valid JSON');
+      }
+      if (typeof header !== 'object' || header === null || Array.isArray(header))
+        throw new RuntimeFrameError('E_AGENT_PROTOCOL', 'runtime frame header is not an object');
       const body = Buffer.from(this.buf.subarray(8 + hl, 8 + hl + bl));
       this.buf = this.buf.subarray(8 + hl + bl);
-      out.push({ header, body });
+      out.push({ header: header as Record<string, unknown>, body });
     }
     return out;
   }
