@@ -204,7 +204,7 @@ export function failureReport(r: FuzzResult): string {
     f.file
       ? `kept as ${path.relative(REPO_ROOT, f.file)} (commit it: regressions.test.ts replays it)`
       : 'could not write it to the corpus; save the input above by hand',
-    `replay: ISOLA_FUZZ_SEED=${hex32(r.seed)} ISOLA_FUZZ_CASE=${f.index} node scripts/run-tests.mjs fuzz`,
+    `replay: ISOLA_FUZZ_SEED=${hex32(r.seed)} ISOLA_FUZZ_CASE=${f.index} node dist/src/fuzz/main.js ${r.target}`,
   ].join('\n');
 }
 

@@ -36,9 +36,11 @@ function main(argv: string[]): number {
   for (const t of targets) {
     const s = fuzzSettings({ seed: randomInt(2 ** 32 - 1), cases: DEFAULT_CASES[t.name]! });
     if (seedArg !== undefined) s.seed = Number(seedArg) >>> 0;
+    else if (process.env.ISOLA_FUZZ_SEED === undefined && s.only !== null)
+      throw new Error('ISOLA_FUZZ_CASE needs the seed of its run (ISOLA_FUZZ_SEED or --seed)');
     if (casesArg !== undefined) s.cases = Number(casesArg.replaceAll('_', ''));
     process.stdout.write(
-      `fuzz ${t.name}: seed 0x${s.seed.toString(16).padStart(8, '0')}, ${s.cases} cases\n`,
+      `fuzz ${t.name}: seed 0x${s.seed.toString(16).padStart(8, '0')}, ${s.only === null ? `${s.cases} cases` : `case ${s.only}`}\n`,
     );
     const every = Math.max(1, Math.min(1_000_000, Math.floor(s.cases / 10)));
     const r = runFuzz(t, s, {
