@@ -1,6 +1,6 @@
 // Crash safety: the host process that owns a sandbox is SIGKILLed mid-run. Its QEMU process (when
-// the parent-death signal is off), cgroups, sockets and run folder stay behind; the next start
-// of a driver reaps them all.
+// the parent-death signal is off), cgroups, sockets, run folder and network (namespace, uplink,
+// rules, held by QEMU) stay behind; the next start of a driver reaps them all.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -10,7 +10,7 @@ import { runDir } from '../src/assets/paths.js';
 import { MicroVmDriver } from '../src/sandbox/drivers/microvm.js';
 import { readOwnerRecord, sandboxDir } from '../src/sandbox/run-record.js';
 import { sameProcessAlive } from '../src/vmm/qemu-process.js';
-import { ROOT, leftovers, sleep } from './helpers.js';
+import { ROOT, leftovers, sleep, uplinkInterfaces } from './helpers.js';
 
 function holdSandbox(
   env: Record<string, string>,
@@ -48,6 +48,9 @@ test('the reaper cleans up after a host process killed mid-run (QEMU left runnin
     'QEMU outlived its owner (no parent-death signal)',
   );
   assert.ok(readdirSync(path.join(sandboxDir(id), 'vm')).includes('agent.sock'));
+  if (process.getuid?.() === 0) {
+    assert.equal(uplinkInterfaces().length, 1, "the sandbox's uplink is still there");
+  }
   for (const cg of rec.cgroups) assert.ok(existsSync(cg), `cgroup ${cg} left behind`);
 
   // Next start: a new driver reaps before it creates anything.

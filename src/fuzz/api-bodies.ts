@@ -22,6 +22,7 @@ import {
   type ShapeName,
   bodyProblem,
   expectedOutput,
+  hasProtoKey,
   nameOk,
   textDepth,
 } from './api-spec.js';
@@ -567,7 +568,11 @@ function checkBody(name: ShapeName, body: Buffer): void {
   const deep = textDepth(body) > MAX_BODY_DEPTH;
   try {
     parsed = body.length === 0 ? {} : deep ? null : JSON.parse(body.toString('utf8'));
-    problem = deep ? 'too deep' : bodyProblem(SHAPES[name], parsed);
+    problem = deep
+      ? 'too deep'
+      : hasProtoKey(parsed)
+        ? '__proto__ key'
+        : bodyProblem(SHAPES[name], parsed);
   } catch {
     problem = 'not JSON';
   }

@@ -104,13 +104,16 @@ export function envNameOk(k: string): boolean {
   return !k.startsWith('ISOLA_') && k !== 'NODE_OPTIONS';
 }
 
-/**
- * zod drops a record key named `__proto__` from its output instead of setting the prototype
- * (its guard against prototype pollution), so `env: {"__proto__": "x"}` is accepted and the
- * variable silently lost. Modelled here so the fuzzer checks everything else; reported, to be
- * refused by the env schema (platform/config.ts) instead.
- */
-export const ZOD_DROPS_PROTO_KEY = '__proto__';
+/** A key the API refuses anywhere in a body (gateway/http.ts parseJson). */
+export const PROTO_KEY = '__proto__';
+
+/** Whether a parsed body has an own `__proto__` key at any depth. */
+export function hasProtoKey(v: unknown): boolean {
+  if (v === null || typeof v !== 'object') return false;
+  if (Array.isArray(v)) return v.some(hasProtoKey);
+  if (Object.hasOwn(v, PROTO_KEY)) return true;
+  return Object.values(v).some(hasProtoKey);
+}
 
 function envProblem(env: unknown): string | null {
   if (!isPlainObject(env)) return 'env is not an object';
@@ -119,7 +122,7 @@ function envProblem(env: unknown): string | null {
     const v = env[k];
     if (!envNameOk(k)) return `env name ${JSON.stringify(k.slice(0, 40))}`;
     if (typeof v !== 'string' || v.length > 4096) return `env value of ${k.slice(0, 40)}`;
-    if (k !== ZOD_DROPS_PROTO_KEY) bytes += k.length + v.length;
+    bytes += k.length + v.length;
   }
   return bytes > LIMITS.envBytes ? `environment of ${bytes} bytes` : null;
 }
@@ -168,8 +171,6 @@ export function bodyProblem(shape: Shape, v: unknown): string | null {
 /** What parseJson must return for a body the shape accepts. */
 export function expectedOutput(v: Record<string, unknown>): unknown {
   const out: Record<string, unknown> = { ...v };
-  if (isPlainObject(v.env) && Object.hasOwn(v.env, ZOD_DROPS_PROTO_KEY))
-    out.env = Object.fromEntries(Object.entries(v.env).filter(([k]) => k !== ZOD_DROPS_PROTO_KEY));
   if (Object.hasOwn(v, 'egress')) {
     const p = egressPolicy(v.egress);
     if ('policy' in p) out.egress = p.policy;
@@ -180,7 +181,7 @@ export function expectedOutput(v: Record<string, unknown>): unknown {
 // ---------------------------------------------------------------------------------------------
 // Egress policies: { mode?: 'public' | 'allowlist' | 'none', allow?: rule[] }, null for the
 // default. A rule is "CIDR[:PORT]" (surrounding whitespace ignored) or { cidr, port? }; a CIDR
-// is a dotted quad without leading zeros, with an optional /0-/32 (one or two digits) and no
+// is a dotted quad without leading zeros, with an optional /0-/32 (no leading zero) and no
 // host bits set; ports are 1-65535; at most 64 rules; 'none' takes no rules.
 
 export interface EgressRule {
@@ -207,7 +208,7 @@ function cidrOk(text: string): boolean {
   if (addr === null) return false;
   if (slash < 0) return true;
   const prefix = text.slice(slash + 1);
-  if (!/^[0-9]{1,2}$/.test(prefix) || Number(prefix) > 32) return false;
+  if (!/^(0|[1-9][0-9]?)$/.test(prefix) || Number(prefix) > 32) return false;
   const hostBits = 2 ** (32 - Number(prefix));
   return addr % hostBits === 0;
 }
@@ -242,10 +243,15 @@ export function egressPolicy(
     let rule: EgressRule | null = null;
     if (typeof r === 'string') rule = ruleText(r);
     else if (isPlainObject(r) && typeof r.cidr === 'string') {
-      // Other keys of a rule object are ignored, not refused (net/policy.ts); modelled as is.
+      // Only `cidr` and `port`; a port in the cidr text and in `port` both is refused.
+      if (Object.keys(r).some((k) => k !== 'cidr' && k !== 'port'))
+        return { problem: 'egress rule field' };
       rule = ruleText(r.cidr);
       if (rule && Object.hasOwn(r, 'port'))
-        rule = portOk(r.port) ? { cidr: rule.cidr, port: r.port as number } : null;
+        rule =
+          portOk(r.port) && rule.port === undefined
+            ? { cidr: rule.cidr, port: r.port as number }
+            : null;
     }
     if (!rule) return { problem: 'egress rule' };
     allow.push(rule);

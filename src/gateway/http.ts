@@ -157,12 +157,41 @@ const noEcho: ZodErrorMap = (issue, ctx) => {
   return { message: ctx.defaultError };
 };
 
+/** Whether a parsed JSON value has an own key "__proto__" anywhere (depth is bounded before). */
+export function hasProtoKey(v: unknown): boolean {
+  if (v === null || typeof v !== 'object') return false;
+  if (Array.isArray(v)) return v.some(hasProtoKey);
+  if (Object.hasOwn(v, '__proto__')) return true;
+  return Object.values(v).some(hasProtoKey);
+}
+
+/** Problems listed in one validation error, and the length of each. */
+const MAX_PROBLEMS = 10;
+const MAX_PROBLEM_CHARS = 200;
+
+function clip(s: string, n: number): string {
+  return s.length <= n ? s : `${s.slice(0, n - 3)}...`;
+}
+
 /** Parse a JSON body with a schema; unknown fields and wrong types are one clear 400. */
 export function parseJson<T>(buf: Buffer, schema: ZodType<T, ZodTypeDef, unknown>): T {
   const v: unknown = buf.length === 0 ? {} : parseJsonText(buf);
+  if (hasProtoKey(v)) {
+    // JSON.parse makes "__proto__" an own key; schemas would drop it silently (zod's guard
+    // against prototype pollution), so an environment variable named so would just vanish.
+    throw new IsolaError('E_INVALID_ARGUMENT', 'invalid request: a key named __proto__', {
+      details: { problems: ['a key named __proto__ is not allowed'] },
+    });
+  }
   const r = schema.safeParse(v, { errorMap: noEcho });
   if (!r.success) {
-    const problems = r.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`);
+    // Bounded: paths and messages can carry the input (an unknown key of 100 KB, say).
+    const problems = r.error.issues
+      .slice(0, MAX_PROBLEMS)
+      .map((i) => clip(`${i.path.join('.') || '(body)'}: ${i.message}`, MAX_PROBLEM_CHARS));
+    if (r.error.issues.length > MAX_PROBLEMS) {
+      problems.push(`... and ${r.error.issues.length - MAX_PROBLEMS} more`);
+    }
     throw new IsolaError('E_INVALID_ARGUMENT', `invalid request: ${problems.join('; ')}`, {
       details: { problems },
     });

@@ -142,15 +142,21 @@ export async function attachNetwork(pid: number, policy: EgressPolicy): Promise<
  * devices asynchronously (milliseconds), and the slot must not be handed out before.
  */
 export async function releaseUplink(uplink: Uplink, waitMs = 5_000): Promise<void> {
+  await removeHostLink(uplink.hostIf, waitMs);
+  slots().release(uplink.slot);
+}
+
+/**
+ * Wait for a dead sandbox's uplink to vanish with its namespace; delete it when something else
+ * keeps the namespace alive (a stray nsenter). Also the reaper's way after a crash.
+ */
+export async function removeHostLink(hostIf: string, waitMs = 5_000): Promise<void> {
+  if (!/^isv\d+$/.test(hostIf)) return;
   const deadline = Date.now() + waitMs;
-  while (existsSync(`/sys/class/net/${uplink.hostIf}`) && Date.now() < deadline) {
+  while (existsSync(`/sys/class/net/${hostIf}`) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 10));
   }
-  if (existsSync(`/sys/class/net/${uplink.hostIf}`)) {
-    // A namespace kept alive by something else (a stray nsenter): take the link down by hand.
-    await feed('ip', ['-batch', '-'], `link del ${uplink.hostIf}\n`, 'uplink clean-up').catch(
-      () => {},
-    );
+  if (existsSync(`/sys/class/net/${hostIf}`)) {
+    await feed('ip', ['-batch', '-'], `link del ${hostIf}\n`, 'uplink clean-up').catch(() => {});
   }
-  slots().release(uplink.slot);
 }

@@ -141,3 +141,25 @@ describe('the namespace ruleset', () => {
     );
   });
 });
+
+describe('egress rule objects (fuzzer findings)', () => {
+  test('unknown fields, a port given twice and prefixes with a leading zero are refused', () => {
+    invalid(
+      () => parseEgressPolicy({ allow: [{ cidr: '10.0.0.0/8', prot: 443 }] }),
+      /unknown egress rule field/,
+    );
+    invalid(
+      () => parseEgressPolicy({ allow: [{ cidr: '10.0.0.0/8:80', port: 443 }] }),
+      /port twice/,
+    );
+    invalid(() => parseEgressRule('10.0.0.0/08'), /prefix/);
+    assert.deepEqual(parseEgressRule('0.0.0.0/0'), { cidr: '0.0.0.0/0' });
+  });
+
+  test('error messages quote at most a bounded piece of the input', () => {
+    assert.throws(
+      () => parseEgressRule(`${'9'.repeat(100_000)}`),
+      (e: unknown) => e instanceof IsolaError && e.message.length < 200,
+    );
+  });
+});

@@ -63,12 +63,12 @@ export const DENIED_RANGES: readonly string[] = [
 export function parseCidr(text: string): { addr: string; prefix: number } {
   const [addr, prefixText, extra] = text.split('/');
   const bad = (why: string) =>
-    new IsolaError('E_INVALID_ARGUMENT', `bad egress address '${text}': ${why}`);
+    new IsolaError('E_INVALID_ARGUMENT', `bad egress address '${text.slice(0, 60)}': ${why}`);
   if (extra !== undefined || addr === undefined || !isIPv4(addr)) {
     throw bad('expected an IPv4 address or CIDR block like 203.0.113.0/24');
   }
   const prefix = prefixText === undefined ? 32 : Number(prefixText);
-  if (!/^\d{1,2}$/.test(prefixText ?? '32') || prefix > 32) throw bad('prefix must be 0-32');
+  if (!/^(?:0|[1-9]\d?)$/.test(prefixText ?? '32') || prefix > 32) throw bad('prefix must be 0-32');
   const n = ipToInt(addr);
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
   if ((n & ~mask) >>> 0 !== 0)
@@ -79,12 +79,17 @@ export function parseCidr(text: string): { addr: string; prefix: number } {
 /** "cidr" or "cidr:port" (the form the CLI and API take). */
 export function parseEgressRule(text: string): EgressRule {
   const m = /^([^:]+)(?::(\d{1,5}))?$/.exec(text.trim());
-  if (!m) throw new IsolaError('E_INVALID_ARGUMENT', `bad egress rule '${text}' (CIDR[:PORT])`);
+  if (!m) {
+    throw new IsolaError(
+      'E_INVALID_ARGUMENT',
+      `bad egress rule '${text.slice(0, 60)}' (CIDR[:PORT])`,
+    );
+  }
   parseCidr(m[1]!);
   if (m[2] === undefined) return { cidr: m[1]! };
   const port = Number(m[2]);
   if (port < 1 || port > 65535) {
-    throw new IsolaError('E_INVALID_ARGUMENT', `bad port in egress rule '${text}'`);
+    throw new IsolaError('E_INVALID_ARGUMENT', `bad port in egress rule '${text.slice(0, 60)}'`);
   }
   return { cidr: m[1]!, port };
 }
@@ -102,7 +107,7 @@ export function parseEgressPolicy(input: unknown): EgressPolicy {
   const o = input as Record<string, unknown>;
   for (const k of Object.keys(o)) {
     if (k !== 'mode' && k !== 'allow') {
-      throw new IsolaError('E_INVALID_ARGUMENT', `unknown egress policy field '${k}'`);
+      throw new IsolaError('E_INVALID_ARGUMENT', `unknown egress policy field '${k.slice(0, 40)}'`);
     }
   }
   const mode = o.mode ?? 'public';
@@ -122,9 +127,23 @@ export function parseEgressPolicy(input: unknown): EgressPolicy {
   const allow = allowIn.map((r) => {
     if (typeof r === 'string') return parseEgressRule(r);
     if (r && typeof r === 'object' && typeof (r as EgressRule).cidr === 'string') {
+      for (const k of Object.keys(r)) {
+        if (k !== 'cidr' && k !== 'port') {
+          throw new IsolaError(
+            'E_INVALID_ARGUMENT',
+            `unknown egress rule field '${k.slice(0, 40)}'`,
+          );
+        }
+      }
       const rule = parseEgressRule((r as EgressRule).cidr);
       const port = (r as EgressRule).port;
       if (port === undefined) return rule;
+      if (rule.port !== undefined) {
+        throw new IsolaError(
+          'E_INVALID_ARGUMENT',
+          'egress rule has a port twice (in cidr and port)',
+        );
+      }
       if (!Number.isInteger(port) || port < 1 || port > 65535) {
         throw new IsolaError('E_INVALID_ARGUMENT', `bad port ${String(port)} in egress rule`);
       }

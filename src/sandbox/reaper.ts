@@ -1,11 +1,13 @@
-// The reaper removes what a dead isola process left behind: QEMU processes, cgroups, sockets and
-// run folders of sandboxes whose owner process no longer exists. It runs when a driver starts
+// The reaper removes what a dead isola process left behind: QEMU processes (and with them their
+// jails and network namespaces: tap, rules, uplink), cgroups, sockets and run folders of
+// sandboxes whose owner process no longer exists. It runs when a driver starts
 // (the "next start" after a crash) and from `isola doctor --reap`. Safe to run concurrently with
 // live isola processes: it only touches sandboxes whose owner is provably gone.
 
 import { readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { runDir } from '../assets/paths.js';
+import { removeHostLink } from '../net/attach.js';
 import { cgroupPids, listSandboxCgroups, removeCgroups } from '../vmm/cgroup.js';
 import { sameProcessAlive } from '../vmm/qemu-process.js';
 import { readOwnerRecord, sandboxesDir } from './run-record.js';
@@ -104,6 +106,8 @@ export async function reap(base = runDir()): Promise<ReapReport> {
       for (const p of cgroupPids(cg)) if (!pids.includes(p)) pids.push(p);
     await killAndWait(pids);
     report.killedPids.push(...pids);
+    // Its network lived in QEMU's namespace; the host end of the uplink goes with it.
+    if (rec?.uplink) await removeHostLink(rec.uplink);
     // A killed process stays in its cgroup until its parent has reaped it.
     const deadline = Date.now() + KILL_WAIT_MS;
     while (Date.now() < deadline && (rec?.cgroups ?? []).some((cg) => cgroupPids(cg).length > 0))

@@ -15,6 +15,8 @@ export interface OwnerRecord {
   qemuPid: number | null;
   qemuStartTime: number | null;
   cgroups: string[];
+  /** Host end of the sandbox's uplink, once attached (it goes with QEMU's network namespace). */
+  uplink?: string | null;
   createdAt: string;
 }
 

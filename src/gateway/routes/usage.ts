@@ -9,11 +9,23 @@ import type { Route } from '../router.js';
 export function parseSince(v: string | null, now = Date.now()): number | null {
   if (v === null || v === '') return null;
   const d = /^(\d+)(s|m|h|d)$/.exec(v);
-  if (d)
-    return (
-      now - Number(d[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[d[2] as 's' | 'm' | 'h' | 'd']
+  const bad = () =>
+    new IsolaError(
+      'E_INVALID_ARGUMENT',
+      `since: "${v.slice(0, 40)}" is not a time (epoch ms, ISO date, or 15m/24h/7d)`,
     );
-  if (/^\d+$/.test(v)) return Number(v);
+  // Times a Date can hold (about 275,000 years either side of 1970); anything beyond is no time.
+  const inRange = (t: number) => Number.isFinite(t) && Math.abs(t) <= 8.64e15;
+  if (d) {
+    const t =
+      now - Number(d[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[d[2] as 's' | 'm' | 'h' | 'd'];
+    if (!inRange(t)) throw bad();
+    return t;
+  }
+  if (/^\d+$/.test(v)) {
+    if (!inRange(Number(v))) throw bad();
+    return Number(v);
+  }
   const t = Date.parse(v);
   if (Number.isNaN(t))
     throw new IsolaError(

@@ -563,6 +563,8 @@ class MicroVmSandbox implements Sandbox {
     if (egress) {
       attempt.network = attachNetwork(qemu.pid, egress).then((u) => {
         attempt.uplink = u;
+        this.record.uplink = u.hostIf;
+        writeOwnerRecord(this.dir, this.record);
       });
       attempt.network.catch(() => {});
     }
