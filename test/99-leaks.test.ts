@@ -14,6 +14,19 @@ test('no QEMU process, socket, cgroup or temp dir of the suite remains', () => {
   assert.deepEqual(temps, []);
 });
 
+test('no network namespace or interface of the network tests remains', () => {
+  // Fake hosts (net-helpers.ts) live in named namespaces isola-t-*; their host ends are t-*-h.
+  let named: string[] = [];
+  try {
+    named = readdirSync('/run/netns').filter((n) => n.startsWith('isola-t-'));
+  } catch {
+    named = [];
+  }
+  assert.deepEqual(named, []);
+  const links = readdirSync('/sys/class/net').filter((n) => /^t-.*-h$/.test(n));
+  assert.deepEqual(links, []);
+});
+
 test('no registry, token server or skopeo process of the image tests remains', () => {
   // Any process whose command line names a test registry's folder (registry, setpriv wrapper).
   const procs = readdirSync('/proc').filter((p) => {
