@@ -161,6 +161,8 @@ describe('sandbox networks', { skip }, () => {
       for (const absent of ['etc', 'home', 'proc', 'sys', 'var', 'boot']) {
         assert.ok(!top.includes(absent), `/${absent} is not in the jail (${top.join(' ')})`);
       }
+      // Of the host's programs only QEMU itself: no shell, no ip, no nft to run.
+      assert.deepEqual(readdirSync(`/proc/${pid}/root/usr/bin`), ['qemu-system-x86_64']);
       const dev = readdirSync(`/proc/${pid}/root/dev`).sort();
       assert.deepEqual(dev, ['null'], 'only /dev/null (the tap comes as a descriptor)');
     }

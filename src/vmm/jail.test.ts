@@ -4,10 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import {
+  type Bind,
   JAIL_ID_RANGE,
   allocateJailId,
   jailArgs,
   jailBinds,
+  lddPaths,
   qcow2BackingChain,
   releaseJailId,
 } from './jail.js';
@@ -36,13 +38,22 @@ const vm: VmDescription = {
   memoryFile: { path: '/snap/memory', share: false },
 };
 
+const runtime: Bind[] = [
+  { path: '/usr/bin/qemu-system-x86_64', kind: 'ro-exec' },
+  { path: '/usr/lib/x86_64-linux-gnu/libz.so.1', kind: 'ro-exec' },
+  { path: '/usr/share/qemu', kind: 'ro' },
+];
+
 describe('jail plan', () => {
   test('the VMM sees /usr, its own folder, its files and /dev/null, nothing else', () => {
-    const binds = jailBinds(vm, '/run/isola/sandboxes/sb-1/vm', (p) =>
-      p.endsWith('.qcow2') ? ['/images/base.img'] : [],
+    const binds = jailBinds(
+      vm,
+      '/run/isola/sandboxes/sb-1/vm',
+      (p) => (p.endsWith('.qcow2') ? ['/images/base.img'] : []),
+      runtime,
     );
     assert.deepEqual(binds, [
-      { path: '/usr', kind: 'ro-exec' },
+      ...runtime,
       { path: '/run/isola/sandboxes/sb-1/vm', kind: 'rw' },
       { path: '/dev/null', kind: 'dev' },
       { path: '/cache/vmlinuz', kind: 'ro' },
@@ -53,8 +64,11 @@ describe('jail plan', () => {
       { path: '/images/base.img', kind: 'ro' },
       { path: '/snap/memory', kind: 'rw' },
     ]);
-    // Only /usr may hold executables; the sandbox owner record (one folder up) is not visible.
-    assert.equal(binds.filter((b) => b.kind === 'ro-exec').length, 1);
+    // Only QEMU's own files may be executable; the owner record (one folder up) is not visible.
+    assert.deepEqual(
+      binds.filter((b) => b.kind === 'ro-exec'),
+      runtime.filter((b) => b.kind === 'ro-exec'),
+    );
     assert.ok(!binds.some((b) => b.path === '/run/isola/sandboxes/sb-1'));
   });
 
@@ -65,7 +79,7 @@ describe('jail plan', () => {
       () => [],
     );
     assert.ok(kvm.some((b) => b.path === '/dev/kvm' && b.kind === 'dev'));
-    const probe = jailBinds({ ...vm, probe: true, drives: [] }, '/d', () => []);
+    const probe = jailBinds({ ...vm, probe: true, drives: [] }, '/d', () => [], runtime);
     assert.ok(!probe.some((b) => b.path === '/cache/rootfs.img'));
   });
 
@@ -149,5 +163,20 @@ describe('qcow2 backing chain', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the VMM runtime in the jail', () => {
+  test("ldd's output: resolved libraries and the loader, not the vDSO or missing ones", () => {
+    const text = [
+      '\tlinux-vdso.so.1 (0x00007ffd6b5f2000)',
+      '\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f35797cf000)',
+      '\tlibgone.so.2 => not found',
+      '\t/lib64/ld-linux-x86-64.so.2 (0x00007f3579838000)',
+    ].join('\n');
+    assert.deepEqual(lddPaths(text), [
+      '/lib/x86_64-linux-gnu/libz.so.1',
+      '/lib64/ld-linux-x86-64.so.2',
+    ]);
   });
 });

@@ -2,18 +2,31 @@
 // file preparation it needs). Each QEMU process runs:
 //   - as its own unprivileged user (a uid/gid from JAIL_ID_RANGE, unique in this process),
 //   - in new mount, PID, IPC, UTS and network namespaces,
-//   - on a minimal root: a read-only tmpfs holding /usr (QEMU, its libraries and firmware), the
-//     guest kernel, initramfs and images, the sandbox's own folder (sockets) and drives, its
+//   - on a minimal root: a read-only tmpfs holding QEMU's binary, the shared libraries it and its
+//     accelerator modules load, its module and firmware folders (vmmRuntime), the guest kernel,
+//     initramfs and images, the sandbox's own folder (sockets) and drives, its
 //     memory file, and the device nodes it needs (/dev/null, /dev/kvm under KVM) - nothing else
 //     of the host exists there; its tap device comes as an open descriptor;
 //   - with QEMU's seccomp filter on (qemu-args.ts `seccomp`) and the sandbox's cgroup limits.
 // Only isola-jail runs as root, and only until the exec. Without root the jail is not possible:
 // QEMU then runs unconfined apart from its cgroups (isola doctor says so).
 
-import { chmodSync, chownSync, closeSync, openSync, readSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  existsSync,
+  openSync,
+  readSync,
+  readdirSync,
+  realpathSync,
+  statSync,
+} from 'node:fs';
 import path from 'node:path';
 import { IsolaError } from '../errors.js';
 import type { VmDescription } from './qemu-args.js';
+import { qemuBinaryPath } from './qemu-process.js';
 
 /** Where the per-sandbox uids/gids come from: far above any real account or subuid range. */
 export const JAIL_ID_RANGE = { base: 1_600_000_000, size: 1_000_000 } as const;
@@ -89,9 +102,10 @@ export function jailBinds(
   vm: VmDescription,
   sandboxDir: string,
   backing: (p: string) => string[] = qcow2BackingChain,
+  runtime: Bind[] = vmmRuntime(),
 ): Bind[] {
   const out: Bind[] = [
-    { path: '/usr', kind: 'ro-exec' },
+    ...runtime,
     { path: sandboxDir, kind: 'rw' },
     { path: '/dev/null', kind: 'dev' },
   ];
@@ -141,6 +155,49 @@ export function prepareJailFiles(binds: Bind[], owned: string[], uid: number, gi
       chmodSync(b.path, (st.mode & 0o7777) | need | dirBits);
     }
   }
+}
+
+let runtimeBinds: Bind[] | null = null;
+
+/**
+ * What QEMU itself needs in its jail, found once per process: its binary; every shared library
+ * it and its accelerator modules link (from ldd, each at its canonical path, so the jail's
+ * merged-/usr links find it); its module folder (the TCG accelerator is a module in Debian's
+ * build); its firmware folder (read-only data). Nothing else of /usr.
+ */
+export function vmmRuntime(qemu = qemuBinaryPath()): Bind[] {
+  if (runtimeBinds) return runtimeBinds;
+  const canon = (p: string) => path.join(realpathSync(path.dirname(p)), path.basename(p));
+  const out = new Map<string, BindKind>([[canon(qemu), 'ro-exec']]);
+  const moduleDirs = readdirSync('/usr/lib')
+    .filter((d) => d.endsWith('-linux-gnu'))
+    .map((d) => path.join('/usr/lib', d, 'qemu'))
+    .filter((d) => existsSync(d));
+  const linked = [qemu];
+  for (const dir of moduleDirs) {
+    out.set(dir, 'ro-exec');
+    for (const m of readdirSync(dir)) if (m.startsWith('accel-')) linked.push(path.join(dir, m));
+  }
+  for (const file of linked) {
+    for (const lib of lddPaths(execFileSync('ldd', [file], { encoding: 'utf8' }))) {
+      if (!out.has(canon(lib))) out.set(canon(lib), 'ro-exec');
+    }
+  }
+  for (const dir of ['/usr/share/qemu', '/usr/share/seabios']) {
+    if (existsSync(dir)) out.set(dir, 'ro');
+  }
+  runtimeBinds = [...out].map(([p, kind]) => ({ path: p, kind }));
+  return runtimeBinds;
+}
+
+/** The library paths in ldd's output ("name => /path (addr)" and "/path (addr)" lines). */
+export function lddPaths(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /(?:=>\s*)?(\/\S+)\s+\(0x/.exec(line);
+    if (m) out.push(m[1]!);
+  }
+  return out;
 }
 
 /** Backing files of a qcow2 image, outermost first (read from the headers; no qemu-img). */
