@@ -5,6 +5,7 @@
 // addresses) and each other. The host reaches every one of them (so a refusal is the policy,
 // not a missing route). Then: the jailed VMM's credentials, namespaces and root.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -171,6 +172,19 @@ describe('sandbox networks', { skip }, () => {
     const uidOf = (p: number) =>
       /^Uid:\s*(\d+)/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))![1];
     assert.notEqual(uidOf(a), uidOf(b), 'each VMM has its own user');
+  });
+
+  test('each direction of each sandbox is shaped (a token bucket on its uplink and its tap)', () => {
+    const qdiscs = execFileSync(
+      'nsenter',
+      [`--net=/proc/${pub.vmmPid}/ns/net`, 'tc', 'qdisc', 'show'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    for (const dev of ['eth0', 'tap0']) {
+      assert.match(qdiscs, new RegExp(`qdisc tbf \\S+ dev ${dev} root .*rate 200Mbit`), qdiscs);
+    }
   });
 
   test('destroyed sandboxes leave no uplink, namespace or process', async () => {

@@ -60,8 +60,22 @@ export function slots(): SlotAllocator {
 }
 
 /** Shell for the namespace side, run by nsenter in the namespace (one process chain). */
+/** Bandwidth per sandbox and direction: $ISOLA_NET_MBIT Mbit/s (default 200; 0: none). */
+export function bandwidthMbit(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number(env.ISOLA_NET_MBIT ?? 200);
+  return Number.isFinite(n) && n >= 0 ? Math.round(n) : 200;
+}
+
 function namespaceScript(uplink: Uplink, ruleset: string): string {
   const g = GUEST_LINK;
+  const mbit = bandwidthMbit();
+  // A token bucket each way: out of the namespace (guest to world) and into the guest's tap.
+  const shape =
+    mbit > 0
+      ? [UPLINK_IF, g.tap].map(
+          (dev) => `qdisc replace dev ${dev} root tbf rate ${mbit}mbit burst 256kb latency 50ms`,
+        )
+      : [];
   return [
     'set -e',
     'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6',
@@ -77,6 +91,7 @@ function namespaceScript(uplink: Uplink, ruleset: string): string {
     `link set ${g.tap} up`,
     `route add default via ${uplink.hostIp}`,
     'ISOLA_IP',
+    ...(shape.length ? ["tc -batch - <<'ISOLA_TC'", ...shape, 'ISOLA_TC'] : []),
     "nft -f - <<'ISOLA_NFT'",
     ruleset.trimEnd(),
     'ISOLA_NFT',

@@ -368,4 +368,28 @@ describe('kernelCmdline', () => {
     }
     assert.deepEqual(valuesOf(buildQemuArgs(vm()), '-sandbox'), []);
   });
+
+  test('disk limits on every drive but the guest image, with bursts', () => {
+    const args = buildQemuArgs(
+      vm({
+        drives: [{ id: 'drive0', path: '/d/rw.qcow2', readonly: false, format: 'qcow2' }],
+        diskLimits: { bytesPerS: 1000, opsPerS: 10 },
+      }),
+    );
+    const drives = valuesOf(args, '-drive').map((d) => new Map(parseOpts(d)));
+    const root = drives.find((d) => d.get('id') === 'rootfs')!;
+    const rw = drives.find((d) => d.get('id') === 'drive0')!;
+    assert.equal(
+      root.get('throttling.bps-total'),
+      undefined,
+      'the shared guest image is not throttled',
+    );
+    assert.equal(rw.get('throttling.bps-total'), '1000');
+    assert.equal(rw.get('throttling.bps-total-max'), '4000');
+    assert.equal(rw.get('throttling.iops-total'), '10');
+    assert.equal(rw.get('throttling.iops-total-max'), '40');
+    assert.equal(rw.get('throttling.iops-total-max-length'), '30');
+    const none = buildQemuArgs(vm({ drives: [{ id: 'drive0', path: '/x', readonly: true }] }));
+    assert.ok(!none.some((a) => a.includes('throttling')), 'no limits unless asked');
+  });
 });

@@ -69,11 +69,26 @@ export interface VmDescription {
    */
   network?: VmNetwork;
   /**
+   * I/O limits for every drive but the guest image (read-only, shared, served from the host's
+   * page cache): sustained bytes and operations per second, with bursts of BURST_FACTOR times
+   * that for BURST_SECONDS, so one sandbox cannot hog the node's disk.
+   */
+  diskLimits?: DiskLimits;
+  /**
    * QEMU's seccomp filter: no obsolete system calls, no privilege changes, no new processes
    * (fork/exec), no resource-control calls (the jailed VMM needs none of them).
    */
   seccomp?: boolean;
 }
+
+export interface DiskLimits {
+  bytesPerS: number;
+  opsPerS: number;
+}
+
+/** A drive may run at this many times its limit for this long (QEMU's leaky-bucket bursts). */
+export const DISK_BURST_FACTOR = 4;
+export const DISK_BURST_SECONDS = 30;
 
 export interface VmNetwork {
   /** The tap device as an open descriptor the VMM inherits (the jail opens it). */
@@ -180,6 +195,17 @@ export function buildQemuArgs(vm: VmDescription): string[] {
       ];
       // Read-only images skip flushes; writable disks keep QEMU's safe default cache mode.
       if (d.readonly) opts.push('readonly=on', 'cache=unsafe');
+      if (vm.diskLimits && d.id !== 'rootfs') {
+        const { bytesPerS: b, opsPerS: o } = vm.diskLimits;
+        opts.push(
+          `throttling.bps-total=${b}`,
+          `throttling.bps-total-max=${b * DISK_BURST_FACTOR}`,
+          `throttling.bps-total-max-length=${DISK_BURST_SECONDS}`,
+          `throttling.iops-total=${o}`,
+          `throttling.iops-total-max=${o * DISK_BURST_FACTOR}`,
+          `throttling.iops-total-max-length=${DISK_BURST_SECONDS}`,
+        );
+      }
       args.push('-drive', opts.join(','), '-device', `virtio-blk-device,drive=${d.id}`);
     }
     args.push(

@@ -44,7 +44,12 @@ import {
   prepareJailFiles,
   releaseJailId,
 } from '../../vmm/jail.js';
-import { type Accel, type VmDescription, buildQemuArgs } from '../../vmm/qemu-args.js';
+import {
+  type Accel,
+  type DiskLimits,
+  type VmDescription,
+  buildQemuArgs,
+} from '../../vmm/qemu-args.js';
 import { QemuProcess, processStartTime } from '../../vmm/qemu-process.js';
 import { QmpClient, connectUnix } from '../../vmm/qmp.js';
 import {
@@ -101,6 +106,21 @@ const MIGRATION_TIMEOUT_MS = 30_000;
 const MIGRATION_POLL_MS = 2;
 /** A restored guest answers within a second under TCG; this bounds a stuck one. */
 const RESTORE_TIMEOUT_MS = 20_000;
+/**
+ * Per-drive I/O limits: $ISOLA_DISK_MBPS MiB/s (default 100) and $ISOLA_DISK_IOPS operations/s
+ * (default 2000), bursts of four times that for 30 s; 0 turns a limit off.
+ */
+export function diskLimits(env: NodeJS.ProcessEnv = process.env): DiskLimits | undefined {
+  const num = (v: string | undefined, dflt: number) => {
+    const n = Number(v ?? dflt);
+    return Number.isFinite(n) && n >= 0 ? n : dflt;
+  };
+  const mbps = num(env.ISOLA_DISK_MBPS, 100);
+  const iops = num(env.ISOLA_DISK_IOPS, 2000);
+  if (mbps === 0 || iops === 0) return undefined;
+  return { bytesPerS: Math.round(mbps * 1024 * 1024), opsPerS: Math.round(iops) };
+}
+
 /** Fresh entropy handed to each clone (bytes). */
 const CLONE_ENTROPY_BYTES = 64;
 
@@ -492,6 +512,7 @@ class MicroVmSandbox implements Sandbox {
       cpus: this.spec.vcpus + CPU_QUOTA_EXTRA,
       pids: this.spec.pidsLimit ?? DEFAULT_PIDS_LIMIT,
     });
+    const disk = diskLimits();
     const vm: VmDescription = {
       id: this.id,
       accel: this.accel,
@@ -538,6 +559,7 @@ class MicroVmSandbox implements Sandbox {
           }
         : {}),
       seccomp: true,
+      ...(disk ? { diskLimits: disk } : {}),
     };
     const jail = jailEnabled() ? this.jailPlan(vm) : null;
     if (this.spec.network && !jail) {
