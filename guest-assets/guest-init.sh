@@ -24,7 +24,8 @@ if [ -n "$net" ]; then
   for m in failover net_failover virtio_net; do
     insmod "/lib/modules/isola/$m.ko" 2>/dev/null
   done
-  ip addr add "${net%,*}" dev eth0 && ip link set eth0 up && ip route add default via "${net#*,}" \
+  gw="${net#*,}"
+  ip addr add "${net%,*}" dev eth0 && ip link set eth0 up && { [ -z "$gw" ] || ip route add default via "$gw"; } \
     || echo "ISOLA_WARN network set-up failed" > /dev/console
   mkdir -p /etc; : > /etc/resolv.conf
   for d in $(echo "$dns" | tr , ' '); do echo "nameserver $d" >> /etc/resolv.conf; done

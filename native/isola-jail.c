@@ -7,7 +7,8 @@
 //   2. join the sandbox's cgroups (--cgroup-procs FILE, repeatable), so everything after is
 //      confined and accounted;
 //   3. with --ns, unshare new PID, IPC and UTS namespaces (and a mount namespace with --root),
-//      and with --netns a new network namespace; without them it only supervises (non-root);
+//      and with --netns a new network namespace, or join the one at --netns-path (a container's
+//      network namespace made by its engine); without them it only supervises (non-root);
 //   4. fork: the child is PID 1 of the new PID namespace and becomes the VMM; this process stays
 //      its parent, prints "ISOLA_QEMU_PID <pid>" on stderr, forwards TERM/INT/HUP as SIGKILL,
 //      reaps it and exits with its status (128+signal when killed);
@@ -162,7 +163,8 @@ static void forward_kill(int sig) {
 
 static void usage(void) {
   fputs(
-      "usage: isola-jail [--pdeathsig] [--cgroup-procs FILE]... [--ns] [--netns] [--root DIR]\n"
+      "usage: isola-jail [--pdeathsig] [--cgroup-procs FILE]... [--ns] [--netns | --netns-path P]\n"
+      "                  [--root DIR]\n"
       "                  [--ro PATH]... [--ro-exec PATH]... [--rw PATH]... [--dev PATH]...\n"
       "                  [--uid N --gid N [--group N]...] [--tap NAME] -- VMM ARGS...\n",
       stderr);
@@ -172,6 +174,7 @@ static void usage(void) {
 int main(int argc, char **argv) {
   int pdeathsig = 0, ns = 0, netns = 0;
   const char *tap = NULL;
+  const char *netns_path = NULL;
   int tap_fd = -1;
   long uid = -1, gid = -1;
   const char *root = NULL;
@@ -191,6 +194,7 @@ int main(int argc, char **argv) {
       cgroup_procs[ncgroups++] = argv[++i];
     } else if (!strcmp(a, "--root")) root = argv[++i];
     else if (!strcmp(a, "--tap")) tap = argv[++i];
+    else if (!strcmp(a, "--netns-path")) netns_path = argv[++i];
     else if (!strcmp(a, "--ro")) add_bind(argv[++i], BIND_RO);
     else if (!strcmp(a, "--ro-exec")) add_bind(argv[++i], BIND_RO_EXEC);
     else if (!strcmp(a, "--rw")) add_bind(argv[++i], BIND_RW);
@@ -228,6 +232,16 @@ int main(int argc, char **argv) {
   if (jailed && !ns) {
     errno = 0;
     die(99, "--root needs --ns");
+  }
+  if (netns_path) {
+    // An existing network namespace (a container's, made by its engine's CNI): join it.
+    if (netns) {
+      errno = 0;
+      die(99, "--netns and --netns-path exclude each other");
+    }
+    int nfd = open(netns_path, O_RDONLY | O_CLOEXEC);
+    if (nfd < 0 || setns(nfd, CLONE_NEWNET)) die(99, "join the network namespace %s", netns_path);
+    close(nfd);
   }
   int flags = (ns ? CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS : 0) |
               (jailed ? CLONE_NEWNS : 0) | (netns ? CLONE_NEWNET : 0);

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { leftovers, runAsync } from './helpers.js';
+import { fakeHost } from './net-helpers.js';
 import { RUNTIME, makeRootfs, tempBase } from './oci-helpers.js';
 
 const havePodman = spawnSync('sh', ['-c', 'command -v podman']).status === 0;
@@ -83,6 +84,39 @@ describe(
       assert.equal(lines[2], 'podbox');
       assert.ok(lines.includes('isola-test-rootfs') && !lines.includes('work'), r.stdout);
     });
+
+    test(
+      "podman run --network bridge: the VM takes the container's CNI interface and reaches a host",
+      { skip: process.getuid?.() === 0 ? false : 'CNI bridge networks need root' },
+      async () => {
+        // A host in a namespace this test makes, routed from this machine; the container's
+        // traffic goes guest -> tap -> (tc redirect) -> the CNI veth -> podman's bridge and NAT.
+        const host = await fakeHost('pnet', {
+          addr: '203.0.113.10',
+          gw: '203.0.113.1',
+          prefix: 24,
+          port: 8080,
+        });
+        try {
+          const r = podman([
+            'run',
+            '--rm',
+            '--network',
+            'bridge',
+            ...runFlags.slice(2),
+            IMAGE,
+            'sh',
+            '-c',
+            'ip -4 addr show eth0; nc 203.0.113.10 8080 </dev/null',
+          ]);
+          assert.equal(r.code, 0, r.stderr);
+          assert.match(r.stdout, /inet 10\.88\.\d+\.\d+\/16/, "the CNI address is the guest's");
+          assert.match(r.stdout, /hello from pnet/);
+        } finally {
+          await host.close();
+        }
+      },
+    );
 
     test('podman run --memory: the limit holds inside the VM', () => {
       const hog = (mib: number) =>

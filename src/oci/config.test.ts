@@ -218,6 +218,29 @@ describe('translate', () => {
     });
   });
 
+  test("a network namespace made by the engine is the VM's: the container shares the guest's", () => {
+    const t = translate(
+      config((c) => {
+        c.linux.namespaces = [
+          { type: 'network', path: '/run/netns/cni-1234' },
+          { type: 'mount' },
+          { type: 'pid' },
+          { type: 'uts' },
+        ];
+      }),
+      opts,
+    );
+    assert.equal(t.netnsPath, '/run/netns/cni-1234');
+    assert.deepEqual(t.plan.namespaces.sort(), ['mount', 'pid', 'uts']);
+    assert.equal(
+      translate(
+        config(() => {}),
+        opts,
+      ).netnsPath,
+      undefined,
+    );
+  });
+
   test('what isola cannot honour is rejected, not dropped', () => {
     assert.equal(
       code(() =>
@@ -234,7 +257,7 @@ describe('translate', () => {
       code(() =>
         translate(
           config((c) => {
-            c.linux.namespaces = [{ type: 'network', path: '/proc/1/ns/net' }, { type: 'mount' }];
+            c.linux.namespaces = [{ type: 'ipc', path: '/proc/1/ns/ipc' }, { type: 'mount' }];
           }),
           opts,
         ),

@@ -198,6 +198,12 @@ export interface Translation {
   plan: Plan;
   vm: VmSize;
   binds: HostBind[];
+  /**
+   * The container's network namespace made by its engine (CNI), when the config joins one: the
+   * VM is wired into it (its NIC takes the namespace's interface) and the container runs in the
+   * guest's own network namespace, as Kata does.
+   */
+  netnsPath?: string;
 }
 
 function isBind(m: { type?: string | undefined; options?: string[] | undefined }): boolean {
@@ -249,11 +255,16 @@ export function translate(
     throw unsupported('linux.uidMappings/gidMappings (user namespaces)');
   }
   const namespaces: Namespace[] = [];
+  let netnsPath: string | undefined;
   for (const ns of linux.namespaces ?? []) {
     if (!(ns.type in NS_MAP)) throw invalid([`linux.namespaces: unknown type ${ns.type}`]);
     const mapped = NS_MAP[ns.type];
     if (mapped === null || mapped === undefined)
       throw unsupported(`linux.namespaces type ${ns.type}`);
+    if (ns.path && mapped === 'net') {
+      netnsPath = ns.path;
+      continue;
+    }
     if (ns.path)
       throw unsupported(`joining an existing ${ns.type} namespace (linux.namespaces path)`);
     namespaces.push(mapped);
@@ -312,5 +323,5 @@ export function translate(
     sysctls: Object.entries(linux.sysctl ?? {}),
     process: planProcess(config.process),
   };
-  return { plan, vm: vmSize(config, opts.hostCpus), binds };
+  return { plan, vm: vmSize(config, opts.hostCpus), binds, ...(netnsPath ? { netnsPath } : {}) };
 }

@@ -157,6 +157,8 @@ async function prepare(): Promise<void> {
     memoryMiB: t.vm.memoryMiB,
     vcpus: t.vm.vcpus,
     drives: [drive],
+    // The engine's network namespace (CNI): the VM takes its interface.
+    ...(t.netnsPath ? { podNetwork: { netns: t.netnsPath } } : {}),
   });
   store.update(id, { sandboxId: sandbox.id });
   await sandbox.start();

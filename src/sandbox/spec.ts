@@ -91,8 +91,17 @@ export const sandboxSpecSchema = z
      * the outside under an egress policy. Absent: no interface at all.
      */
     network: networkSchema.optional(),
+    /**
+     * Join this existing network namespace (a container engine's pod namespace, its interface
+     * configured by CNI) instead: the VM takes that interface's MAC and address (net/pod.ts).
+     */
+    podNetwork: z
+      .object({ netns: z.string().min(1) })
+      .strict()
+      .optional(),
   })
-  .strict();
+  .strict()
+  .refine((s) => !(s.network && s.podNetwork), 'network and podNetwork exclude each other');
 
 export type SandboxSpecInput = z.input<typeof sandboxSpecSchema>;
 export type SandboxSpec = z.output<typeof sandboxSpecSchema>;

@@ -48,6 +48,8 @@ export interface JailPlan {
   binds: Bind[];
   /** A network namespace of its own (always; with a network it gets an uplink). */
   netns: boolean;
+  /** Or join this one (a container engine's pod namespace) instead. */
+  netnsPath?: string;
   /** Tap device the helper creates in the namespace and hands to the VMM as fd 3 (TAP_FD). */
   tap?: string;
 }
@@ -82,7 +84,8 @@ export function jailArgs(
   for (const f of opts.cgroupProcs) args.push('--cgroup-procs', f);
   if (!plan) return args;
   args.push('--ns', '--root', plan.root);
-  if (plan.netns) args.push('--netns');
+  if (plan.netnsPath) args.push('--netns-path', plan.netnsPath);
+  else if (plan.netns) args.push('--netns');
   for (const b of plan.binds) args.push(`--${b.kind}`, b.path);
   args.push('--uid', String(plan.uid), '--gid', String(plan.gid));
   for (const g of plan.groups) args.push('--group', String(g));

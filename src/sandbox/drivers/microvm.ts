@@ -26,6 +26,7 @@ import { pipeline } from 'node:stream/promises';
 import { loadAssets, runDir } from '../../assets/paths.js';
 import { IsolaError, toIsolaError } from '../../errors.js';
 import { attachNetwork, releaseUplink } from '../../net/attach.js';
+import { POD_TAP, type PodLink, attachPod, detachPod, discoverPodLink } from '../../net/pod.js';
 import { NO_EGRESS } from '../../net/policy.js';
 import { GUEST_LINK, type Uplink } from '../../net/pool.js';
 import { AGENT_VERSION, type GuestInfo, PROTOCOL_VERSION } from '../../protocol/messages.js';
@@ -280,6 +281,8 @@ interface Attempt {
    * in place); a start waits for it before the sandbox counts as running.
    */
   network: Promise<void>;
+  /** Wired into a container engine's pod namespace (its redirect is taken off at teardown). */
+  pod: { netns: string; link: PodLink } | null;
 }
 
 /**
@@ -460,8 +463,11 @@ class MicroVmSandbox implements Sandbox {
     };
   }
 
-  /** The VMM's jail: its own user, what it may see, its own network namespace. */
-  private jailPlan(vm: VmDescription): JailPlan {
+  /**
+   * The VMM's jail: its own user, what it may see, its own network namespace (or the pod's,
+   * `podNetns`, where its tap goes instead).
+   */
+  private jailPlan(vm: VmDescription, podNetns?: string): JailPlan {
     const id = allocateJailId();
     try {
       const owned = [this.vmDir, ...vm.drives.filter((d) => !d.readonly).map((d) => d.path)];
@@ -488,7 +494,8 @@ class MicroVmSandbox implements Sandbox {
         groups: vm.accel === 'kvm' ? kvmGroup() : [],
         binds,
         netns: true,
-        ...(vm.network ? { tap: GUEST_LINK.tap } : {}),
+        ...(podNetns ? { netnsPath: podNetns } : {}),
+        ...(vm.network ? { tap: podNetns ? POD_TAP : GUEST_LINK.tap } : {}),
       };
     } catch (err) {
       releaseJailId(id);
@@ -513,6 +520,8 @@ class MicroVmSandbox implements Sandbox {
       pids: this.spec.pidsLimit ?? DEFAULT_PIDS_LIMIT,
     });
     const disk = diskLimits();
+    const podNs = this.spec.podNetwork?.netns;
+    const pod = podNs ? await discoverPodLink(podNs) : null;
     const vm: VmDescription = {
       id: this.id,
       accel: this.accel,
@@ -557,12 +566,22 @@ class MicroVmSandbox implements Sandbox {
               dns: this.spec.network.dns,
             },
           }
-        : {}),
+        : pod
+          ? {
+              network: {
+                tapFd: TAP_FD,
+                mac: pod.mac,
+                address: pod.address,
+                gateway: pod.gateway ?? '',
+                dns: [],
+              },
+            }
+          : {}),
       seccomp: true,
       ...(disk ? { diskLimits: disk } : {}),
     };
-    const jail = jailEnabled() ? this.jailPlan(vm) : null;
-    if (this.spec.network && !jail) {
+    const jail = jailEnabled() ? this.jailPlan(vm, podNs) : null;
+    if ((this.spec.network || pod) && !jail) {
       throw new IsolaError('E_NETWORK', 'sandbox networks need root (and the jail) on the host');
     }
     let qemu: QemuProcess;
@@ -580,7 +599,12 @@ class MicroVmSandbox implements Sandbox {
       jailId: jail?.uid ?? null,
       uplink: null,
       network: Promise.resolve(),
+      pod: pod && podNs ? { netns: podNs, link: pod } : null,
     };
+    if (pod && podNs) {
+      attempt.network = attachPod(podNs, pod);
+      attempt.network.catch(() => {});
+    }
     const egress = this.spec.network?.egress;
     if (egress) {
       attempt.network = attachNetwork(qemu.pid, egress).then((u) => {
@@ -959,6 +983,7 @@ class MicroVmSandbox implements Sandbox {
       await a.qemu.kill();
       await a.network.catch(() => {});
       if (a.uplink) await releaseUplink(a.uplink);
+      if (a.pod) await detachPod(a.pod.netns, a.pod.link);
       if (a.jailId !== null) releaseJailId(a.jailId);
     }
     await this.releaseCgroups();
