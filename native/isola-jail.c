@@ -19,6 +19,8 @@
 //   6. with --tap NAME, create that tap device in the new network namespace and hand it to the
 //      VMM as fd 3; only now does the parent report the pid (the host then configures the
 //      namespace from outside, /proc/<pid>/ns/net, while the VMM starts);
+//      with --memfd-from PATH, open that (a sealed memfd, /proc/<holder>/fd/<n>) as fd 4 and
+//      mount a /proc of the jail's own processes, so the VMM finds it as /proc/self/fd/4;
 //   7. pivot_root into the new root and detach the old one; the root is remounted read-only;
 //   8. drop to --uid/--gid (no supplementary groups except --group), set no_new_privs, so the
 //      VMM holds no capability and can gain none; exec it.
@@ -166,7 +168,8 @@ static void usage(void) {
       "usage: isola-jail [--pdeathsig] [--cgroup-procs FILE]... [--ns] [--netns | --netns-path P]\n"
       "                  [--root DIR]\n"
       "                  [--ro PATH]... [--ro-exec PATH]... [--rw PATH]... [--dev PATH]...\n"
-      "                  [--uid N --gid N [--group N]...] [--tap NAME] -- VMM ARGS...\n",
+      "                  [--uid N --gid N [--group N]...] [--tap NAME] [--memfd-from PATH]\n"
+      "                  -- VMM ARGS...\n",
       stderr);
   _exit(99);
 }
@@ -175,7 +178,8 @@ int main(int argc, char **argv) {
   int pdeathsig = 0, ns = 0, netns = 0;
   const char *tap = NULL;
   const char *netns_path = NULL;
-  int tap_fd = -1;
+  const char *memfd_from = NULL;
+  int tap_fd = -1, mem_fd = -1;
   long uid = -1, gid = -1;
   const char *root = NULL;
   int i = 1;
@@ -195,6 +199,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--root")) root = argv[++i];
     else if (!strcmp(a, "--tap")) tap = argv[++i];
     else if (!strcmp(a, "--netns-path")) netns_path = argv[++i];
+    else if (!strcmp(a, "--memfd-from")) memfd_from = argv[++i];
     else if (!strcmp(a, "--ro")) add_bind(argv[++i], BIND_RO);
     else if (!strcmp(a, "--ro-exec")) add_bind(argv[++i], BIND_RO_EXEC);
     else if (!strcmp(a, "--rw")) add_bind(argv[++i], BIND_RW);
@@ -295,17 +300,37 @@ int main(int argc, char **argv) {
       }
       strcpy(ifr.ifr_name, tap);
       if (ioctl(fd, TUNSETIFF, &ifr)) die(99, "create tap %s", tap);
-      tap_fd = fd;
+      tap_fd = fcntl(fd, F_DUPFD_CLOEXEC, 10);  // out of the way of fds 3 and 4
+      if (tap_fd < 0) die(99, "tap descriptor");
+      close(fd);
+    }
+    if (memfd_from) {
+      // The snapshot memory, sealed (isola-memfd): the VMM reopens it as /proc/self/fd/4.
+      int fd = open(memfd_from, O_RDWR | O_CLOEXEC);
+      if (fd < 0) die(99, "open %s", memfd_from);
+      mem_fd = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+      if (mem_fd < 0) die(99, "memory descriptor");
+      close(fd);
+      if (jailed) {
+        // A /proc showing only the jail's own processes, for /proc/self/fd.
+        char target[4096];
+        snprintf(target, sizeof target, "%s/proc", root);
+        mkdirs(target);
+        if (mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "subset=pid"))
+          die(99, "mount proc");
+      }
     }
     // The parent reports the pid once the namespace is ready for the host (the tap exists).
     close(ready[0]);
     close(ready[1]);
+    // Kept across the exec: the tap as fd 3, the snapshot memory as fd 4.
     if (tap_fd >= 0) {
-      if (tap_fd != 3) {
-        if (dup2(tap_fd, 3) != 3) die(99, "dup2 tap");
-        close(tap_fd);
-      }
-      if (fcntl(3, F_SETFD, 0)) die(99, "tap descriptor");  // kept across the exec
+      if (dup2(tap_fd, 3) != 3) die(99, "dup2 tap");
+      close(tap_fd);
+    }
+    if (mem_fd >= 0) {
+      if (dup2(mem_fd, 4) != 4) die(99, "dup2 memory");
+      close(mem_fd);
     }
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (jailed) {

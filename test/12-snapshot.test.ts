@@ -6,7 +6,16 @@
 // inputs (an older agent) is refused.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  ftruncateSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -195,6 +204,25 @@ describe('snapshot and restore', () => {
     await c.start();
     assert.equal((await c.run(['hostname'])).stdout.trim(), 'clone-c');
   });
+
+  test(
+    "a clone's VMM maps a sealed copy of the memory: nobody can write it, root included",
+    { skip: process.getuid?.() === 0 ? false : 'the VMM jail (and sealed memory) needs root' },
+    () => {
+      const pid = clones[0]!.vmmPid!;
+      const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+      assert.match(maps, /memfd:isola-snapshot/, 'guest RAM is the sealed memfd');
+      assert.ok(!maps.includes(path.join(snapDir, SNAPSHOT_MEMORY)), 'not the snapshot file');
+      // Through the VMM's own descriptor: a write, a hole punch, a resize all fail (sealed).
+      const fd = openSync(`/proc/${pid}/fd/4`, 'r+');
+      try {
+        assert.throws(() => writeSync(fd, Buffer.from('x'), 0, 1, 0), /EPERM/);
+        assert.throws(() => ftruncateSync(fd, 4096), /EPERM/);
+      } finally {
+        closeSync(fd);
+      }
+    },
+  );
 
   test('a snapshot made by another agent version is refused (E_SNAPSHOT_STALE)', async () => {
     const stale = path.join(dir, 'stale');

@@ -165,6 +165,7 @@ export class SnapshotManager {
         }
       }
       if (!keep) {
+        void this.driver.forgetSnapshot(path.join(this.dir, name));
         rmSync(path.join(this.dir, name), { recursive: true, force: true });
         removed.push(name);
       }
@@ -263,6 +264,7 @@ export class SnapshotManager {
       const spare = entry.spare.splice(0);
       await Promise.all(spare.map((s) => s.destroy().catch(() => undefined)));
     }
+    await this.driver.forgetSnapshot(path.join(this.dir, `fn-${key}`));
     rmSync(path.join(this.dir, `fn-${key}`), { recursive: true, force: true });
   }
 

@@ -72,6 +72,16 @@ describe('jail plan', () => {
     assert.ok(!binds.some((b) => b.path === '/run/isola/sandboxes/sb-1'));
   });
 
+  test('sealed snapshot memory comes as a descriptor, not as a bound file', () => {
+    const binds = jailBinds(
+      { ...vm, drives: [], memoryFile: { path: '/proc/self/fd/4', share: false } },
+      '/d',
+      () => [],
+      runtime,
+    );
+    assert.ok(!binds.some((b) => b.path.startsWith('/proc')));
+  });
+
   test('KVM adds /dev/kvm; a probe needs no images', () => {
     const kvm = jailBinds(
       { ...vm, accel: 'kvm', drives: [], memoryFile: undefined },
@@ -121,6 +131,25 @@ describe('jail plan', () => {
       'tap0',
     ]);
     assert.deepEqual(jailArgs(null, { cgroupProcs: [], pdeathsig: false }), []);
+    const pod = jailArgs(
+      {
+        root: '/r',
+        uid: 5,
+        gid: 5,
+        groups: [],
+        binds: [],
+        netns: true,
+        netnsPath: '/run/netns/cni-1',
+        memfdFrom: '/proc/77/fd/3',
+      },
+      { cgroupProcs: [], pdeathsig: false },
+    );
+    assert.ok(
+      pod.join(' ').includes('--netns-path /run/netns/cni-1'),
+      'joins instead of a new one',
+    );
+    assert.ok(!pod.includes('--netns'));
+    assert.ok(pod.join(' ').includes('--memfd-from /proc/77/fd/3'));
   });
 
   test('jail ids are unique among live sandboxes and inside the range', () => {

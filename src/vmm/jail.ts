@@ -52,6 +52,8 @@ export interface JailPlan {
   netnsPath?: string;
   /** Tap device the helper creates in the namespace and hands to the VMM as fd 3 (TAP_FD). */
   tap?: string;
+  /** A sealed snapshot memory (/proc/<holder>/fd/<n>) the VMM gets as fd 4 (sealed-memory.ts). */
+  memfdFrom?: string;
 }
 
 /** The descriptor a jailed VMM finds its tap device on. */
@@ -90,6 +92,7 @@ export function jailArgs(
   args.push('--uid', String(plan.uid), '--gid', String(plan.gid));
   for (const g of plan.groups) args.push('--group', String(g));
   if (plan.tap) args.push('--tap', plan.tap);
+  if (plan.memfdFrom) args.push('--memfd-from', plan.memfdFrom);
   return args;
 }
 
@@ -126,7 +129,10 @@ export function jailBinds(
       if (d.format === 'qcow2') for (const b of backing(d.path)) add(b, 'ro');
     }
   }
-  if (vm.memoryFile) add(vm.memoryFile.path, 'rw');
+  // A sealed memory comes as a descriptor (/proc/self/fd/4), not as a file to bind.
+  if (vm.memoryFile && !vm.memoryFile.path.startsWith('/proc/self/fd/')) {
+    add(vm.memoryFile.path, 'rw');
+  }
   if (vm.accel === 'kvm') add('/dev/kvm', 'dev');
   return out;
 }

@@ -53,6 +53,7 @@ import {
 } from '../../vmm/qemu-args.js';
 import { QemuProcess, processStartTime } from '../../vmm/qemu-process.js';
 import { QmpClient, connectUnix } from '../../vmm/qmp.js';
+import { SEALED_MEMORY_PATH, releaseSealedMemory, sealedMemory } from '../../vmm/sealed-memory.js';
 import {
   QMP_CONNECT_TIMEOUT_MS,
   STOP_TIMEOUT_MS,
@@ -180,6 +181,11 @@ export class MicroVmDriver implements SandboxDriver {
       },
       null,
     );
+  }
+
+  /** The snapshot in `dir` is going away: let go of its sealed memory (running clones keep theirs). */
+  async forgetSnapshot(dir: string): Promise<void> {
+    await releaseSealedMemory(path.join(dir, SNAPSHOT_MEMORY));
   }
 
   /** What a snapshot taken now would record; a restore requires the same. */
@@ -467,7 +473,7 @@ class MicroVmSandbox implements Sandbox {
    * The VMM's jail: its own user, what it may see, its own network namespace (or the pod's,
    * `podNetns`, where its tap goes instead).
    */
-  private jailPlan(vm: VmDescription, podNetns?: string): JailPlan {
+  private jailPlan(vm: VmDescription, podNetns?: string, memfdFrom?: string): JailPlan {
     const id = allocateJailId();
     try {
       const owned = [this.vmDir, ...vm.drives.filter((d) => !d.readonly).map((d) => d.path)];
@@ -495,6 +501,7 @@ class MicroVmSandbox implements Sandbox {
         binds,
         netns: true,
         ...(podNetns ? { netnsPath: podNetns } : {}),
+        ...(memfdFrom ? { memfdFrom } : {}),
         ...(vm.network ? { tap: podNetns ? POD_TAP : GUEST_LINK.tap } : {}),
       };
     } catch (err) {
@@ -522,6 +529,10 @@ class MicroVmSandbox implements Sandbox {
     const disk = diskLimits();
     const podNs = this.spec.podNetwork?.netns;
     const pod = podNs ? await discoverPodLink(podNs) : null;
+    // A clone maps its snapshot's memory private; jailed, from a sealed copy (sealed-memory.ts).
+    const cloneMemory =
+      this.source && !this.spec.memoryFile ? path.join(this.source.dir, SNAPSHOT_MEMORY) : null;
+    const sealed = cloneMemory && jailEnabled() ? await sealedMemory(cloneMemory) : null;
     const vm: VmDescription = {
       id: this.id,
       accel: this.accel,
@@ -550,7 +561,7 @@ class MicroVmSandbox implements Sandbox {
         ? {
             memoryFile: this.spec.memoryFile
               ? { path: this.spec.memoryFile, share: true }
-              : { path: path.join(this.source.dir, SNAPSHOT_MEMORY), share: false },
+              : { path: sealed ? SEALED_MEMORY_PATH : cloneMemory!, share: false },
             incoming: true,
           }
         : this.spec.memoryFile
@@ -580,7 +591,7 @@ class MicroVmSandbox implements Sandbox {
       seccomp: true,
       ...(disk ? { diskLimits: disk } : {}),
     };
-    const jail = jailEnabled() ? this.jailPlan(vm, podNs) : null;
+    const jail = jailEnabled() ? this.jailPlan(vm, podNs, sealed ?? undefined) : null;
     if ((this.spec.network || pod) && !jail) {
       throw new IsolaError('E_NETWORK', 'sandbox networks need root (and the jail) on the host');
     }
@@ -844,12 +855,11 @@ class MicroVmSandbox implements Sandbox {
       if (path.basename(mem) !== SNAPSHOT_MEMORY) {
         throw new IsolaError('E_SNAPSHOT', `memoryFile must be named ${SNAPSHOT_MEMORY}`);
       }
-      // The guest's memory may hold a function's secrets: only root reaches the snapshot's
-      // folder. The memory file itself is writable by the jailed users of the clones (QEMU 7.2
-      // opens a private mapping read-write), which see it only inside their own jail.
+      // The guest's memory may hold a function's secrets: root only. Jailed clones get it as a
+      // sealed memfd (sealed-memory.ts), never the file.
       chmodSync(dir, 0o700);
-      chownSync(mem, 0, 0);
-      chmodSync(mem, 0o666);
+      chownSync(mem, process.getuid?.() ?? 0, process.getgid?.() ?? 0);
+      chmodSync(mem, 0o600);
       chmodSync(state, 0o600);
       writeSnapshotMeta(dir, meta);
       return meta;
