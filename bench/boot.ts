@@ -1,7 +1,8 @@
 // Benchmark of the micro-VM sandbox core (npm run bench):
 //  - boot to agent-ready over N boots, split into QEMU start, kernel to init, agent start;
 //  - exec round trip of `true` in a booted sandbox, against the same spawn on the host (peer);
-//  - host memory per idle sandbox (PSS of the QEMU process, from smaps_rollup).
+//  - host memory per idle sandbox (PSS of the QEMU process, from smaps_rollup), booted and started
+//    the default way (resumed from the cached snapshot of a booted guest), and that start's time.
 // Writes bench/results/boot.json and bench/results/boot.md.
 //   node dist/bench/boot.js [--boots N] [--execs N] [--idle N]
 import { execFileSync, spawn } from 'node:child_process';
@@ -25,6 +26,8 @@ const { values } = parseArgs({
 const BOOTS = Number(values.boots);
 const EXECS = Number(values.execs);
 const IDLE = Number(values.idle);
+/** Default (snapshot) starts timed. */
+const STARTS = 10;
 /** Time an idle guest gets to settle after boot before its memory is read. */
 const IDLE_SETTLE_MS = 3_000;
 
@@ -62,7 +65,7 @@ async function main(): Promise<void> {
   let retries = 0;
   let accel = '';
   for (let i = 0; i < BOOTS; i++) {
-    const sb = await driver.create({});
+    const sb = await driver.create({ start: 'boot' });
     try {
       await sb.start();
       const b = sb.boot!;
@@ -80,7 +83,7 @@ async function main(): Promise<void> {
   }
 
   // Exec round trip, in the guest and (peer) on the host, interleaved so both see the same noise.
-  const sb = await driver.create({});
+  const sb = await driver.create({ start: 'boot' });
   await sb.start();
   const guestExec: number[] = [];
   const hostExec: number[] = [];
@@ -93,20 +96,38 @@ async function main(): Promise<void> {
   }
   await sb.destroy();
 
-  // Memory of idle sandboxes, all running at once.
-  const idle: Sandbox[] = [];
-  const mem: Array<ReturnType<typeof memOf>> = [];
-  try {
-    for (let i = 0; i < IDLE; i++) {
-      const s = await driver.create({});
-      idle.push(s);
-      await s.start();
+  // Memory of idle sandboxes, all running at once: booted, then started the default way.
+  const idleMemory = async (start: 'boot' | 'auto') => {
+    const idle: Sandbox[] = [];
+    const out: Array<ReturnType<typeof memOf>> = [];
+    try {
+      for (let i = 0; i < IDLE; i++) {
+        const s = await driver.create({ start });
+        idle.push(s);
+        await s.start();
+      }
+      await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+      for (const s of idle) out.push(memOf(s.vmmPid!));
+    } finally {
+      for (const s of idle) await s.destroy();
     }
-    await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
-    for (const s of idle) mem.push(memOf(s.vmmPid!));
-  } finally {
-    for (const s of idle) await s.destroy();
+    return out;
+  };
+  const mem = await idleMemory('boot');
+  // The default start: the first one makes the cached snapshot (a boot), the rest resume it.
+  const warm = await driver.create({});
+  await warm.start();
+  await warm.destroy();
+  const snapStart: number[] = [];
+  for (let i = 0; i < STARTS; i++) {
+    const t = performance.now();
+    const s = await driver.create({});
+    await s.start();
+    snapStart.push(performance.now() - t);
+    if (!s.restore) throw new Error('the default start did not resume a snapshot');
+    await s.destroy();
   }
+  const memSnap = await idleMemory('auto');
 
   const S = (xs: number[]) => summarize(xs);
   const results = {
@@ -140,6 +161,12 @@ async function main(): Promise<void> {
       rssMiB: S(mem.map((m) => m.rssMiB)),
       privateMiB: S(mem.map((m) => m.privateMiB)),
     },
+    defaultStart: {
+      startToReadyMs: S(snapStart),
+      idlePssMiB: S(memSnap.map((m) => m.pssMiB)),
+      idleRssMiB: S(memSnap.map((m) => m.rssMiB)),
+      idlePrivateMiB: S(memSnap.map((m) => m.privateMiB)),
+    },
     targets: { bootP50Ms: 4000, execP50Ms: 20, idlePssMiB: 150 },
   };
   const row = (name: string, s: Summary, unit: string, target = '') =>
@@ -159,8 +186,15 @@ async function main(): Promise<void> {
     row('boot wall incl. watchdog retries', results.boot.wallIncludingRetriesMs, 'ms'),
     row('exec round trip `true` (guest)', results.exec.true, 'ms', '≤ 20 ms p50'),
     row('peer: spawn `true` on the host', results.exec.hostPeerTrue, 'ms'),
-    row('idle sandbox PSS (QEMU process)', results.idleMemory.pssMiB, 'MiB', '≤ 150 MiB'),
-    row('idle sandbox RSS', results.idleMemory.rssMiB, 'MiB'),
+    row('idle sandbox PSS (QEMU process), booted', results.idleMemory.pssMiB, 'MiB', '≤ 150 MiB'),
+    row('idle sandbox RSS, booted', results.idleMemory.rssMiB, 'MiB'),
+    row(
+      'default start (resume the cached booted guest)',
+      results.defaultStart.startToReadyMs,
+      'ms',
+    ),
+    row('idle sandbox PSS, default start', results.defaultStart.idlePssMiB, 'MiB', '≤ 150 MiB'),
+    row('idle sandbox private memory, default start', results.defaultStart.idlePrivateMiB, 'MiB'),
     '',
     `Watchdog retries: ${retries} in ${BOOTS} boots. Guest exec / host spawn ratio at p50: ${results.exec.ratioP50}x.`,
     '',

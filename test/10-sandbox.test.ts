@@ -249,4 +249,23 @@ describe('microvm sandbox', () => {
       await fresh.destroy();
     }
   });
+
+  test('the default start resumes a cached booted guest: own identity, environment, writes', async () => {
+    const a = await driver.create({ env: { WHO: 'a' }, hostname: 'box-a' });
+    const b = await driver.create({ env: { WHO: 'b' } });
+    try {
+      await Promise.all([a.start(), b.start()]);
+      assert.ok(a.restore && !a.boot, 'resumed, not booted');
+      assert.ok(b.restore && !b.boot);
+      const show = 'echo $WHO $(hostname) $(uname -r); cat /tmp/mark 2>/dev/null || echo none';
+      await a.run(['sh', '-c', 'echo written-in-a > /tmp/mark']);
+      const ra = await a.run(['sh', '-c', show]);
+      const rb = await b.run(['sh', '-c', show]);
+      const kernel = (await a.info()).kernelRelease;
+      assert.equal(ra.stdout, `a box-a ${kernel}\nwritten-in-a\n`);
+      assert.equal(rb.stdout, `b ${b.id} ${kernel}\nnone\n`, "a's writes are not b's");
+    } finally {
+      await Promise.all([a.destroy(), b.destroy()]);
+    }
+  });
 });

@@ -15,7 +15,7 @@ test(`${BOOTS} boots in a row reach the agent`, async (t) => {
   let retries = 0;
   const hangs: string[] = [];
   for (let i = 0; i < BOOTS; i++) {
-    const sb = await driver.create({});
+    const sb = await driver.create({ start: 'boot' });
     try {
       await sb.start();
       const r = await sb.run(['echo', `boot-${i}`]);
@@ -45,7 +45,7 @@ test(`${BOOTS} boots in a row reach the agent`, async (t) => {
 test('a boot that never reaches the agent in time is killed, retried, then fails cleanly', async (t) => {
   const driver = new MicroVmDriver();
   // 300 ms is far below any real boot here: every attempt must hit the watchdog.
-  const sb = await driver.create({ timeouts: { bootMs: 300 }, bootRetries: 2 });
+  const sb = await driver.create({ timeouts: { bootMs: 300 }, bootRetries: 2, start: 'boot' });
   const t0 = Date.now();
   await assert.rejects(sb.start(), (e: unknown) => {
     assert.ok(e instanceof IsolaError);

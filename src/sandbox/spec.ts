@@ -99,6 +99,12 @@ export const sandboxSpecSchema = z
       .object({ netns: z.string().min(1) })
       .strict()
       .optional(),
+    /**
+     * How to start: `auto` resumes a cached snapshot of a freshly booted guest of the same shape
+     * (memory, vCPUs, ports, NIC) when the spec allows it (no drives, memory file, custom kernel,
+     * initramfs or image) and boots otherwise; `boot` always boots.
+     */
+    start: z.enum(['auto', 'boot']).default('auto'),
   })
   .strict()
   .refine((s) => !(s.network && s.podNetwork), 'network and podNetwork exclude each other');

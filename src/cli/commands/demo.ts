@@ -10,12 +10,19 @@ export async function demo(_argv: string[]): Promise<number> {
   const driver = new MicroVmDriver();
   const sandbox = await driver.create({ memoryMiB: 256, vcpus: 1 });
   try {
-    say(`isola demo: booting micro-VM ${sandbox.id} ...`);
+    say(`isola demo: starting micro-VM ${sandbox.id} ...`);
     await sandbox.start();
-    const b = sandbox.boot!;
-    say(
-      `booted with ${b.accel.toUpperCase()} in ${ms(b.totalMs)} (QEMU ${ms(b.qemuStartMs)}, kernel to init ${ms(b.kernelToInitMs)}, agent ${ms(b.agentStartMs)}; watchdog retries ${b.retries})`,
-    );
+    const b = sandbox.boot;
+    const r = sandbox.restore;
+    if (b) {
+      say(
+        `booted with ${b.accel.toUpperCase()} in ${ms(b.totalMs)} (QEMU ${ms(b.qemuStartMs)}, kernel to init ${ms(b.kernelToInitMs)}, agent ${ms(b.agentStartMs)}; watchdog retries ${b.retries})`,
+      );
+    } else if (r) {
+      say(
+        `resumed from the cached snapshot of a booted guest in ${ms(r.totalMs)} (VMM ${ms(r.spawnMs)}, load ${ms(r.loadMs)}, resume ${ms(r.resumeMs)}); its own kernel all the same`,
+      );
+    }
     const info = await sandbox.info();
     say(`host kernel:  ${os.release()}`);
     say(`guest kernel: ${info.kernelRelease} (${info.kernelVersion})`);

@@ -62,6 +62,11 @@ async function runIn(sandbox: Sandbox, cmd: string[], verbose: boolean): Promise
       process.stderr.write(
         `[isola] ${sandbox.id} booted (${b.accel}) in ${ms(b.totalMs)}: qemu ${ms(b.qemuStartMs)}, kernel ${ms(b.kernelToInitMs)}, agent ${ms(b.agentStartMs)}, retries ${b.retries}\n`,
       );
+    } else if (verbose && sandbox.restore) {
+      const r = sandbox.restore;
+      process.stderr.write(
+        `[isola] ${sandbox.id} resumed from a snapshot in ${ms(r.totalMs)}: vmm ${ms(r.spawnMs)}, load ${ms(r.loadMs)}, resume ${ms(r.resumeMs)}\n`,
+      );
     }
     const p = await sandbox.exec(
       { argv: cmd, stdin: true },

@@ -5,7 +5,7 @@
 // time is killed and retried (counted in the boot report).
 
 import { execFileSync } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
+import { createHash, randomBytes, randomInt } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
@@ -15,7 +15,10 @@ import {
   existsSync,
   ftruncateSync,
   mkdirSync,
+  mkdtempSync,
   openSync,
+  readdirSync,
+  renameSync,
   rmSync,
   statSync,
 } from 'node:fs';
@@ -23,7 +26,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { loadAssets, runDir } from '../../assets/paths.js';
+import { cacheDir, loadAssets, runDir } from '../../assets/paths.js';
 import { IsolaError, toIsolaError } from '../../errors.js';
 import { attachNetwork, releaseUplink } from '../../net/attach.js';
 import { POD_TAP, type PodLink, attachPod, detachPod, discoverPodLink } from '../../net/pod.js';
@@ -79,11 +82,13 @@ import type {
 import {
   SNAPSHOT_FORMAT,
   SNAPSHOT_MEMORY,
+  SNAPSHOT_META,
   SNAPSHOT_STATE,
   type SnapshotInputs,
   type SnapshotMeta,
   assertFresh,
   readSnapshotMeta,
+  staleReasons,
   writeSnapshotMeta,
 } from '../snapshot.js';
 import { type SandboxSpec, type SandboxSpecInput, parseSandboxSpec } from '../spec.js';
@@ -159,6 +164,24 @@ export class MicroVmDriver implements SandboxDriver {
 
   async create(input: SandboxSpecInput): Promise<Sandbox> {
     const spec = parseSandboxSpec(input);
+    if (spec.start === 'auto' && startsFromSnapshot(spec)) {
+      const dir = await this.sandboxBase(spec).catch(() => null);
+      if (dir) {
+        await this.ensureReaped();
+        const meta = readSnapshotMeta(dir);
+        const assets = loadAssets();
+        return new MicroVmSandbox(
+          this,
+          newId(),
+          spec,
+          meta.inputs.accel,
+          meta.inputs.tscKhz,
+          { kernel: assets.kernel, initrd: assets.initrd, rootfs: assets.rootfs },
+          { dir, meta, clockOffsetMs: 0 },
+        );
+      }
+      // No snapshot could be made here (e.g. no space): boot, as `start: 'boot'` would.
+    }
     if (spec.memoryFile && existsSync(spec.memoryFile)) {
       throw new IsolaError(
         'E_INVALID_SPEC',
@@ -181,6 +204,64 @@ export class MicroVmDriver implements SandboxDriver {
       },
       null,
     );
+  }
+
+  private readonly bases = new Map<string, Promise<string>>();
+
+  /**
+   * The cached snapshot of a freshly booted guest of this spec's shape (ISOLA_CACHE/snapshots/
+   * sandbox-<key>), made on first use by booting one. Its memory is only ever mapped by clones
+   * through a sealed copy (sealed-memory.ts), so sandboxes of different owners may share it.
+   */
+  private sandboxBase(spec: SandboxSpec): Promise<string> {
+    const run = async (): Promise<string> => {
+      const inputs = await this.snapshotInputs();
+      const shape = {
+        memoryMiB: spec.memoryMiB,
+        vcpus: spec.vcpus,
+        functionPort: spec.functionPort,
+        dns: spec.network ? spec.network.dns : null,
+      };
+      const key = createHash('sha256')
+        .update(JSON.stringify({ inputs, shape }))
+        .digest('hex')
+        .slice(0, 24);
+      const root = path.join(cacheDir(), 'snapshots');
+      const dir = path.join(root, `sandbox-${key}`);
+      if (existsSync(path.join(dir, SNAPSHOT_META))) return dir;
+      mkdirSync(root, { recursive: true, mode: 0o700 });
+      const tmp = mkdtempSync(path.join(root, '.tmp-sandbox-'));
+      let sb: Sandbox | null = null;
+      try {
+        sb = await this.create({
+          memoryMiB: shape.memoryMiB,
+          vcpus: shape.vcpus,
+          functionPort: shape.functionPort,
+          hostname: 'isola-base',
+          memoryFile: path.join(tmp, SNAPSHOT_MEMORY),
+          start: 'boot',
+          ...(spec.network ? { network: { egress: NO_EGRESS, dns: spec.network.dns } } : {}),
+        });
+        await sb.start();
+        await sb.snapshot(tmp, { kind: 'sandbox-base' });
+        if (existsSync(path.join(dir, SNAPSHOT_META))) return dir; // another process was faster
+        rmSync(dir, { recursive: true, force: true });
+        renameSync(tmp, dir);
+        removeStaleBases(root, inputs);
+        return dir;
+      } finally {
+        await sb?.destroy().catch(() => undefined);
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    };
+    const id = JSON.stringify([spec.memoryMiB, spec.vcpus, spec.functionPort, spec.network?.dns]);
+    let p = this.bases.get(id);
+    if (!p) {
+      p = run();
+      this.bases.set(id, p);
+      p.catch(() => this.bases.delete(id));
+    }
+    return p;
   }
 
   /** The snapshot in `dir` is going away: let go of its sealed memory (running clones keep theirs). */
@@ -261,6 +342,34 @@ export class MicroVmDriver implements SandboxDriver {
       { kernel: assets.kernel, initrd: assets.initrd, rootfs: assets.rootfs },
       { dir, meta, clockOffsetMs: opts.clockOffsetMs ?? 0 },
     );
+  }
+}
+
+/** Whether a spec can start from a cached snapshot (nothing in it a snapshot cannot carry). */
+export function startsFromSnapshot(spec: SandboxSpec): boolean {
+  return (
+    process.env.ISOLA_SANDBOX_SNAPSHOTS !== '0' &&
+    spec.drives.length === 0 &&
+    spec.memoryFile === undefined &&
+    spec.kernel === undefined &&
+    spec.initrd === undefined &&
+    spec.guestImage === undefined &&
+    spec.podNetwork === undefined &&
+    spec.accel === 'auto'
+  );
+}
+
+/** Sandbox base snapshots made for other guest assets, agent or QEMU: never usable again. */
+function removeStaleBases(root: string, inputs: SnapshotInputs): void {
+  for (const name of readdirSync(root)) {
+    if (!name.startsWith('sandbox-')) continue;
+    try {
+      const meta = readSnapshotMeta(path.join(root, name));
+      if (staleReasons(meta.inputs, inputs).length === 0) continue;
+    } catch {
+      // unreadable: not a snapshot
+    }
+    rmSync(path.join(root, name), { recursive: true, force: true });
   }
 }
 
