@@ -203,9 +203,15 @@ async function main(): Promise<void> {
   process.stdout.write(md);
   log(`wrote ${out.json} and ${out.md}`);
   // Make sure the machine is clean: no QEMU of ours left.
-  const left = execFileSync('sh', ['-c', 'pgrep -c -f "qemu-system.*isola-sb-" || true'], {
-    encoding: 'utf8',
-  }).trim();
+  // pgrep run directly (through sh, the shell's own command line would match the pattern).
+  let left = '0';
+  try {
+    left = execFileSync('pgrep', ['-c', '-f', 'qemu-system.*isola-sb-'], {
+      encoding: 'utf8',
+    }).trim();
+  } catch {
+    left = '0'; // pgrep exits 1 when nothing matches
+  }
   if (left !== '0') log(`warning: ${left} QEMU processes still running`);
 }
 
