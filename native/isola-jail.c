@@ -23,7 +23,8 @@
 //      mount a /proc of the jail's own processes, so the VMM finds it as /proc/self/fd/4;
 //   7. pivot_root into the new root and detach the old one; the root is remounted read-only;
 //   8. drop to --uid/--gid (no supplementary groups except --group), set no_new_privs, so the
-//      VMM holds no capability and can gain none; exec it.
+//      VMM holds no capability and can gain none; install a seccomp filter that refuses system
+//      calls a VMM never needs (ptrace, BPF, io_uring, namespaces, mounts, ...); exec it.
 // Nothing is mounted outside the new mount namespace, so nothing is left when the VMM dies.
 // Exit codes of the jail itself: 97 cgroup join failed, 99 set-up failed (stderr says).
 
@@ -31,8 +32,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -156,6 +161,43 @@ static void bind_into(const char *root, const struct bind *b) {
       break;
   }
   if (mount(NULL, target, NULL, flags, NULL)) die(99, "remount %s", b->path);
+}
+
+// System calls a VMM never needs and an attacker who took one over would want: other processes'
+// memory, kernel attack surface (BPF, io_uring, which bypasses seccomp for the calls it issues,
+// userfaultfd, perf, keyrings, module loading), and ways out of the jail (namespaces, mounts).
+// They fail with EPERM. QEMU's own filter (-sandbox) covers privilege changes and process
+// creation; this one is installed first and stays, whatever QEMU does.
+static const int denied_syscalls[] = {
+    SYS_ptrace,         SYS_process_vm_readv, SYS_process_vm_writev, SYS_kcmp,
+    SYS_bpf,            SYS_userfaultfd,      SYS_perf_event_open,   SYS_io_uring_setup,
+    SYS_io_uring_enter, SYS_io_uring_register, SYS_keyctl,           SYS_add_key,
+    SYS_request_key,    SYS_unshare,          SYS_setns,             SYS_mount,
+    SYS_umount2,        SYS_pivot_root,       SYS_chroot,            SYS_open_by_handle_at,
+    SYS_name_to_handle_at, SYS_init_module,   SYS_finit_module,      SYS_delete_module,
+    SYS_kexec_load,     SYS_kexec_file_load,  SYS_reboot,            SYS_swapon,
+    SYS_swapoff,        SYS_acct,             SYS_quotactl,          SYS_lookup_dcookie,
+    SYS_fsopen,         SYS_fsmount,          SYS_move_mount,        SYS_open_tree,
+};
+
+static void install_deny_filter(void) {
+  enum { N = sizeof denied_syscalls / sizeof denied_syscalls[0] };
+  struct sock_filter f[6 + 2 * N + 1];
+  unsigned k = 0;
+  // Only x86_64 system calls, and not the x32 ABI (same numbers with bit 30 set).
+  f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+  f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+  f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
+  f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+  f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1);
+  f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA));
+  for (unsigned i = 0; i < N; i++) {
+    f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)denied_syscalls[i], 0, 1);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA));
+  }
+  f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  struct sock_fprog prog = {.len = (unsigned short)k, .filter = f};
+  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) die(99, "seccomp");
 }
 
 static void forward_kill(int sig) {
@@ -357,6 +399,7 @@ int main(int argc, char **argv) {
       }
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) die(99, "no_new_privs");
+    if (jailed) install_deny_filter();
     // Again: a change of credentials clears the parent-death signal. (getppid() says 0 in a new
     // PID namespace, so a jail that died in the microseconds since cannot be seen here; the
     // reaper covers that window.)

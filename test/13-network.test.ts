@@ -150,6 +150,7 @@ describe('sandbox networks', { skip }, () => {
       assert.equal(field('CapPrm'), '0000000000000000');
       assert.equal(field('NoNewPrivs'), '1');
       assert.equal(field('Seccomp'), '2', 'seccomp filter mode');
+      assert.ok(Number(field('Seccomp_filters')) >= 2, "the jail's filter and QEMU's own");
       assert.equal(field('NSpid').split(/\s+/).at(-1), '1', 'PID 1 of its own PID namespace');
       for (const nsType of ['mnt', 'net', 'pid', 'ipc', 'uts']) {
         assert.notEqual(
