@@ -16,6 +16,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Rng } from '../src/fuzz/rng.js';
 import {
   FRAME_MAGIC,
   FRAME_PREFIX_BYTES,
@@ -50,32 +51,8 @@ const SAFE_SIGNALS = SIGNALS.filter((s) => s !== 'SIGSTOP'); // a stopped /bin/t
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness.
 
-class Rng {
-  private a: number;
-  constructor(seed: number) {
-    this.a = seed >>> 0;
-  }
-  next(): number {
-    this.a = (this.a + 0x6d2b79f5) >>> 0;
-    let t = this.a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)]!;
-  }
-  bytes(n: number): Buffer {
-    const b = Buffer.alloc(n);
-    for (let i = 0; i < n; i++) b[i] = this.int(256);
-    return b;
-  }
+/** The fuzzers' generator (src/fuzz/rng.ts) with strings from a few awkward alphabets. */
+class AgentRng extends Rng {
   str(maxLen: number): string {
     const n = this.int(maxLen + 1);
     const alphabets = [
@@ -92,7 +69,7 @@ class Rng {
   }
 }
 
-const rng = new Rng(SEED);
+const rng = new AgentRng(SEED);
 
 // ---------------------------------------------------------------------------------------------
 // Frame construction. Headers are JSON text so the fuzzer can send what JSON.stringify cannot

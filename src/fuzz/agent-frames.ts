@@ -35,8 +35,8 @@ import { guestProblem, requestProblem } from './protocol-spec.js';
 import { Rng } from './rng.js';
 import {
   type StreamCase,
-  chooseCuts,
   chunksOf,
+  generateStream,
   loadStream,
   saveStream,
   shrinkStream,
@@ -243,20 +243,7 @@ function segment(r: Rng): Buffer {
 }
 
 function generate(r: Rng): StreamCase {
-  const parts: Buffer[] = [];
-  const boundaries: number[] = [];
-  let len = 0;
-  const add = (b: Buffer) => {
-    parts.push(b);
-    len += b.length;
-    boundaries.push(len);
-  };
-  for (let k = r.chance(0.5) ? r.int(3) : 0; k > 0; k--) add(validFrame(r));
-  const valid = len;
-  for (let k = 1 + r.int(3); k > 0; k--) add(segment(r));
-  if (r.chance(0.3)) add(validFrame(r));
-  const stream = Buffer.concat(parts, len);
-  return { stream, cuts: chooseCuts(r, stream.length, boundaries), valid };
+  return generateStream(r, validFrame, segment, 0.3);
 }
 
 // ---------------------------------------------------------------------------------------------

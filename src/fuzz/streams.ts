@@ -28,6 +28,32 @@ export function chunksOf(c: StreamCase): Buffer[] {
  * Where to cut a stream: a few random places, every byte (short streams), or around the
  * boundaries of its segments, where a decoder is most likely to lose its place.
  */
+/**
+ * A stream of 0-2 valid frames (the prefix that must decode), then 1-3 hostile segments, then
+ * with `tailChance` one more valid frame; cut into chunks at random (chooseCuts).
+ */
+export function generateStream(
+  r: Rng,
+  validFrame: (r: Rng) => Buffer,
+  segment: (r: Rng) => Buffer,
+  tailChance: number,
+): StreamCase {
+  const parts: Buffer[] = [];
+  const boundaries: number[] = [];
+  let len = 0;
+  const add = (b: Buffer) => {
+    parts.push(b);
+    len += b.length;
+    boundaries.push(len);
+  };
+  for (let k = r.chance(0.5) ? r.int(3) : 0; k > 0; k--) add(validFrame(r));
+  const valid = len;
+  for (let k = 1 + r.int(3); k > 0; k--) add(segment(r));
+  if (tailChance > 0 && r.chance(tailChance)) add(validFrame(r));
+  const stream = Buffer.concat(parts, len);
+  return { stream, cuts: chooseCuts(r, stream.length, boundaries), valid };
+}
+
 export function chooseCuts(r: Rng, length: number, boundaries: readonly number[]): number[] {
   const set = new Set<number>();
   const style = r.int(20);
