@@ -8,6 +8,7 @@
 
 import { existsSync } from 'node:fs';
 import { IsolaError } from '../errors.js';
+import { envNumber } from '../util/env.js';
 import { ensureHostNetwork, feed, nodeAddresses } from './host.js';
 import { type EgressPolicy, renderRuleset } from './policy.js';
 import {
@@ -62,8 +63,7 @@ export function slots(): SlotAllocator {
 /** Shell for the namespace side, run by nsenter in the namespace (one process chain). */
 /** Bandwidth per sandbox and direction: $ISOLA_NET_MBIT Mbit/s (default 200; 0: none). */
 export function bandwidthMbit(env: NodeJS.ProcessEnv = process.env): number {
-  const n = Number(env.ISOLA_NET_MBIT ?? 200);
-  return Number.isFinite(n) && n >= 0 ? Math.round(n) : 200;
+  return Math.round(envNumber('ISOLA_NET_MBIT', 200, env));
 }
 
 function namespaceScript(uplink: Uplink, ruleset: string): string {

@@ -4,6 +4,7 @@
 // in a loop neither fills the store nor crowds out other tenants' lines; and past
 // MAX_PENDING_LINES (all functions) new lines are dropped. Drops are counted and logged.
 
+import { envNumber } from '../util/env.js';
 import { type BucketPolicy, RateLimiter } from '../util/rate-limit.js';
 import { redact } from './secrets.js';
 import type { LogRecord, PlatformStore } from './store/types.js';
@@ -14,8 +15,8 @@ export const LOG_BATCH = 500;
 export const MAX_PENDING_LINES = 20_000;
 /** Lines per second one function may store, and its burst ($ISOLA_LOG_RATE, $ISOLA_LOG_BURST). */
 export const LOG_RATE: BucketPolicy = {
-  ratePerS: Number(process.env.ISOLA_LOG_RATE ?? 1000),
-  burst: Number(process.env.ISOLA_LOG_BURST ?? 10_000),
+  ratePerS: envNumber('ISOLA_LOG_RATE', 1000),
+  burst: envNumber('ISOLA_LOG_BURST', 10_000),
 };
 
 export class LogSink {

@@ -9,11 +9,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { nativeHelper } from '../assets/native.js';
 import { IsolaError } from '../errors.js';
+import { envNumber } from '../util/env.js';
 
 /** What the VMM opens: the descriptor the jail passes on (JailPlan.memfdFrom). */
 export const SEALED_MEMORY_PATH = '/proc/self/fd/4';
 /** A holder nobody restored from for this long lets its memory go (the next restore reloads). */
-export const HOLD_IDLE_MS = Number(process.env.ISOLA_SNAPSHOT_HOLD_S ?? 600) * 1000;
+export const HOLD_IDLE_MS = envNumber('ISOLA_SNAPSHOT_HOLD_S', 600) * 1000;
 
 interface Holder {
   child: ChildProcess;

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, statSync, truncateSync } from 'node:fs';
 import { IsolaError } from '../../errors.js';
+import { envNumber } from '../../util/env.js';
 import { isLoopbackRegistry, registryEndpointHost } from '../reference.js';
 import { type Challenge, type Credentials, parseChallenges } from './auth.js';
 
@@ -38,11 +39,6 @@ class Retryable extends Error {}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function envInt(name: string, dflt: number): number {
-  const v = Number(process.env[name]);
-  return Number.isFinite(v) && v >= 0 ? v : dflt;
-}
-
 export class RegistryClient {
   readonly base: string;
   private readonly opts: RegistryClientOptions;
@@ -58,8 +54,8 @@ export class RegistryClient {
     const plain =
       isLoopbackRegistry(opts.registry) || (opts.insecure ?? []).includes(opts.registry);
     this.base = `${plain ? 'http' : 'https'}://${host}`;
-    this.retries = opts.retries ?? envInt('ISOLA_PULL_RETRIES', 4);
-    this.backoffMs = opts.backoffMs ?? envInt('ISOLA_PULL_BACKOFF_MS', 250);
+    this.retries = opts.retries ?? envNumber('ISOLA_PULL_RETRIES', 4);
+    this.backoffMs = opts.backoffMs ?? envNumber('ISOLA_PULL_BACKOFF_MS', 250);
     this.idleMs = opts.idleTimeoutMs ?? 60_000;
   }
 

@@ -33,6 +33,7 @@ import { POD_TAP, type PodLink, attachPod, detachPod, discoverPodLink } from '..
 import { NO_EGRESS } from '../../net/policy.js';
 import { GUEST_LINK, type Uplink } from '../../net/pool.js';
 import { AGENT_VERSION, type GuestInfo, PROTOCOL_VERSION } from '../../protocol/messages.js';
+import { envNumber } from '../../util/env.js';
 import { type AccelDecision, chooseAccel, qemuVersion, tcgTscKhz } from '../../vmm/accel.js';
 import {
   cgroupPids,
@@ -118,12 +119,8 @@ const RESTORE_TIMEOUT_MS = 20_000;
  * (default 2000), bursts of four times that for 30 s; 0 turns a limit off.
  */
 export function diskLimits(env: NodeJS.ProcessEnv = process.env): DiskLimits | undefined {
-  const num = (v: string | undefined, dflt: number) => {
-    const n = Number(v ?? dflt);
-    return Number.isFinite(n) && n >= 0 ? n : dflt;
-  };
-  const mbps = num(env.ISOLA_DISK_MBPS, 100);
-  const iops = num(env.ISOLA_DISK_IOPS, 2000);
+  const mbps = envNumber('ISOLA_DISK_MBPS', 100, env);
+  const iops = envNumber('ISOLA_DISK_IOPS', 2000, env);
   if (mbps === 0 || iops === 0) return undefined;
   return { bytesPerS: Math.round(mbps * 1024 * 1024), opsPerS: Math.round(iops) };
 }
