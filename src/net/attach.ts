@@ -9,6 +9,7 @@
 import { existsSync } from 'node:fs';
 import { IsolaError } from '../errors.js';
 import { envNumber } from '../util/env.js';
+import { jailEnabled } from '../vmm/jail.js';
 import { ensureHostNetwork, feed, nodeAddresses } from './host.js';
 import { type EgressPolicy, renderRuleset } from './policy.js';
 import {
@@ -27,9 +28,7 @@ let allocator: SlotAllocator | null = null;
  * VMM jail, unless ISOLA_NETWORK=0. Without it, functions have no network interface at all.
  */
 export function networkEnabled(): boolean {
-  return (
-    process.getuid?.() === 0 && process.env.ISOLA_NETWORK !== '0' && process.env.ISOLA_JAIL !== '0'
-  );
+  return jailEnabled() && process.env.ISOLA_NETWORK !== '0';
 }
 
 /** Resolvers for guests: $ISOLA_DNS (comma-separated IPv4 addresses) or the spec's default. */

@@ -10,11 +10,9 @@
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { promisify } from 'node:util';
 import { IsolaError } from '../errors.js';
 import { HOST_IF_PREFIX } from './pool.js';
 
-const run = promisify(execFile);
 export const HOST_TABLE = 'isola-host';
 
 export function hostRuleset(): string {
@@ -93,17 +91,4 @@ export function nodeAddresses(): string[] {
     for (const a of list ?? []) if (a.family === 'IPv4') out.push(a.address);
   }
   return out;
-}
-
-/** True when this process may set up sandbox networks (root, with ip, nft and nsenter). */
-export async function networkCapable(): Promise<{ ok: boolean; why?: string }> {
-  if (process.getuid?.() !== 0) return { ok: false, why: 'not root' };
-  for (const tool of ['ip', 'nft', 'nsenter']) {
-    try {
-      await run(tool, ['--version']);
-    } catch {
-      return { ok: false, why: `${tool} is not installed` };
-    }
-  }
-  return { ok: true };
 }

@@ -14,6 +14,7 @@
 // IPv6 is not routed to guests at all.
 
 import { isIPv4 } from 'node:net';
+import { z } from 'zod';
 import { IsolaError } from '../errors.js';
 
 export type EgressMode = 'public' | 'allowlist' | 'none';
@@ -97,6 +98,19 @@ export function parseEgressRule(text: string): EgressRule {
 export function formatEgressRule(r: EgressRule): string {
   return r.port === undefined ? r.cidr : `${r.cidr}:${r.port}`;
 }
+
+/**
+ * The policy as a schema field (sandbox specs, function configs): parseEgressPolicy's message
+ * becomes the field's problem.
+ */
+export const egressSchema = z.unknown().transform((v, ctx): EgressPolicy => {
+  try {
+    return parseEgressPolicy(v);
+  } catch (err) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+    return z.NEVER;
+  }
+});
 
 /** Validates a policy (from the API or the store); throws E_INVALID_ARGUMENT. */
 export function parseEgressPolicy(input: unknown): EgressPolicy {

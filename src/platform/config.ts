@@ -2,7 +2,7 @@
 // with the reason for its value. Versions snapshot the whole config (they are immutable).
 
 import { z } from 'zod';
-import { DEFAULT_EGRESS, type EgressPolicy, parseEgressPolicy } from '../net/policy.js';
+import { DEFAULT_EGRESS, egressSchema } from '../net/policy.js';
 import type { FunctionConfig, TenantLimits } from './store/types.js';
 
 export const FUNCTION_DEFAULTS: FunctionConfig = {
@@ -65,16 +65,6 @@ export const envSchema = z
       Object.entries(env).reduce((n, [k, v]) => n + k.length + v.length, 0) <= LIMITS.envBytes,
     `environment is larger than ${LIMITS.envBytes} bytes`,
   );
-
-/** An egress policy (net/policy.ts validates; its message becomes the field's problem). */
-export const egressSchema = z.unknown().transform((v, ctx): EgressPolicy => {
-  try {
-    return parseEgressPolicy(v);
-  } catch (err) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
-    return z.NEVER;
-  }
-});
 
 export const configPatchSchema = z
   .object({

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { IsolaError } from '../errors.js';
-import { type EgressPolicy, parseEgressPolicy } from '../net/policy.js';
+import { egressSchema } from '../net/policy.js';
 
 export const SPEC_DEFAULTS = {
   /** One vCPU: TCG runs one vCPU per host thread; most functions are single-threaded. */
@@ -21,14 +21,7 @@ export const SPEC_DEFAULTS = {
 const networkSchema = z
   .object({
     /** Where the guest may connect (net/policy.ts); default: the public internet only. */
-    egress: z.unknown().transform((v, ctx): EgressPolicy => {
-      try {
-        return parseEgressPolicy(v);
-      } catch (err) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
-        return z.NEVER;
-      }
-    }),
+    egress: egressSchema,
     dns: z
       .array(z.string().refine((a) => isIPv4(a), 'an IPv4 address'))
       .max(3)

@@ -28,6 +28,14 @@ import { IsolaError } from '../errors.js';
 import type { VmDescription } from './qemu-args.js';
 import { qemuBinaryPath } from './qemu-process.js';
 
+/**
+ * Jail every VMM when running as root, unless ISOLA_JAIL=0 (debugging only). Without root there
+ * is no jail: QEMU runs as the caller, in its cgroups.
+ */
+export function jailEnabled(): boolean {
+  return process.getuid?.() === 0 && process.env.ISOLA_JAIL !== '0';
+}
+
 /** Where the per-sandbox uids/gids come from: far above any real account or subuid range. */
 export const JAIL_ID_RANGE = { base: 1_600_000_000, size: 1_000_000 } as const;
 

@@ -10,11 +10,11 @@ import { type GuestAssets, loadAssets, runDir } from '../../assets/paths.js';
 import { toIsolaError } from '../../errors.js';
 import { networkEnabled } from '../../net/attach.js';
 import { DEFAULT_POOL } from '../../net/pool.js';
-import { jailEnabled } from '../../sandbox/drivers/microvm.js';
 import { reap } from '../../sandbox/reaper.js';
 import { readOwnerRecord, sandboxesDir } from '../../sandbox/run-record.js';
 import { chooseAccel, kvmUsable, qemuVersion, tcgTscKhz } from '../../vmm/accel.js';
 import { cgroupMode, sandboxCgroupPaths } from '../../vmm/cgroup.js';
+import { jailEnabled } from '../../vmm/jail.js';
 import { QEMU_BINARY } from '../../vmm/qemu-process.js';
 import { parseCli, printJson, reportError } from '../output.js';
 

@@ -46,6 +46,7 @@ import {
   TAP_FD,
   allocateJailId,
   jailBinds,
+  jailEnabled,
   prepareJailFiles,
   releaseJailId,
 } from '../../vmm/jail.js';
@@ -395,14 +396,6 @@ interface Attempt {
   network: Promise<void>;
   /** Wired into a container engine's pod namespace (its redirect is taken off at teardown). */
   pod: { netns: string; link: PodLink } | null;
-}
-
-/**
- * Jail every VMM (vmm/jail.ts) when running as root, unless ISOLA_JAIL=0 (debugging only).
- * Without root there is no jail: QEMU runs as the caller, in its cgroups.
- */
-export function jailEnabled(): boolean {
-  return process.getuid?.() === 0 && process.env.ISOLA_JAIL !== '0';
 }
 
 /** The empty folder every jail mounts its root on, in its own mount namespace. */
