@@ -178,6 +178,8 @@ describe('escape and abuse suite', { skip }, () => {
     assert.equal(d1.code, 0, d1.stderr);
     const d2 = cli(['deploy', 'echo', VICTIM, '--min', '1'], a);
     assert.equal(d2.code, 0, d2.stderr);
+    // The default egress policy, as `isola ls` shows it.
+    assert.match(cli(['ls'], m).stdout, /^atk\b.*\bpublic\b/m);
     const call =
       (key: string) =>
       (method: string, route: string, o = {}) =>

@@ -4,6 +4,7 @@ import { IsolaError } from '../errors.js';
 import {
   DEFAULT_EGRESS,
   DENIED_RANGES,
+  describeEgress,
   formatEgressRule,
   intToIp,
   ipToInt,
@@ -28,6 +29,16 @@ describe('egress rules', () => {
     assert.deepEqual(parseEgressRule('203.0.113.7'), { cidr: '203.0.113.7' });
     assert.deepEqual(parseEgressRule('10.99.0.0/24:5432'), { cidr: '10.99.0.0/24', port: 5432 });
     assert.equal(formatEgressRule({ cidr: '10.0.0.0/8', port: 443 }), '10.0.0.0/8:443');
+    assert.equal(describeEgress(DEFAULT_EGRESS), 'public');
+    assert.equal(
+      describeEgress({ mode: 'public', allow: [{ cidr: '10.99.0.0/24', port: 5432 }] }),
+      'public +10.99.0.0/24:5432',
+    );
+    assert.equal(
+      describeEgress({ mode: 'allowlist', allow: [{ cidr: '203.0.113.7' }] }),
+      'allowlist 203.0.113.7',
+    );
+    assert.equal(describeEgress({ mode: 'none', allow: [] }), 'none');
     invalid(() => parseEgressRule('10.99.0.1/24'), /host bits set .*10\.99\.0\.0\/24/);
     invalid(() => parseEgressRule('10.0.0.0/33'), /prefix/);
     invalid(() => parseEgressRule('10.0.0.0/8:0'), /port/);

@@ -99,6 +99,14 @@ export function formatEgressRule(r: EgressRule): string {
   return r.port === undefined ? r.cidr : `${r.cidr}:${r.port}`;
 }
 
+/** One line for people: "public", "public +10.99.0.0/24:5432", "allowlist 203.0.113.7", "none". */
+export function describeEgress(p: EgressPolicy): string {
+  if (p.mode === 'none') return 'none';
+  const rules = p.allow.map(formatEgressRule);
+  if (p.mode === 'public') return rules.length ? `public +${rules.join(',')}` : 'public';
+  return `allowlist ${rules.join(',') || '(empty)'}`;
+}
+
 /**
  * The policy as a schema field (sandbox specs, function configs): parseEgressPolicy's message
  * becomes the field's problem.

@@ -1,3 +1,4 @@
+import { type EgressPolicy, describeEgress } from '../../net/policy.js';
 import { CLIENT_OPTIONS, clientFrom, table, when } from '../common.js';
 // isola ls | rm NAME | versions NAME | info NAME   (functions of the acting tenant)
 import { parseCli, printJson, usageError } from '../output.js';
@@ -13,7 +14,7 @@ interface FnOut {
     additionalVersion: number | null;
     additionalWeight: number;
   }>;
-  config: { memoryMiB: number; timeoutS: number } | null;
+  config: { memoryMiB: number; timeoutS: number; egress: EgressPolicy } | null;
   secrets: string[];
   snapshot: string;
 }
@@ -32,7 +33,17 @@ export async function ls(argv: string[]): Promise<number> {
   else
     process.stdout.write(
       table(
-        ['NAME', 'RUNTIME', 'VERSION', 'ALIASES', 'MEMORY', 'TIMEOUT', 'SNAPSHOT', 'UPDATED'],
+        [
+          'NAME',
+          'RUNTIME',
+          'VERSION',
+          'ALIASES',
+          'MEMORY',
+          'TIMEOUT',
+          'EGRESS',
+          'SNAPSHOT',
+          'UPDATED',
+        ],
         functions.map((f) => [
           f.name,
           f.runtime,
@@ -40,6 +51,7 @@ export async function ls(argv: string[]): Promise<number> {
           f.aliases.map(aliasText).join(' ') || '-',
           f.config ? `${f.config.memoryMiB} MiB` : '-',
           f.config ? `${f.config.timeoutS} s` : '-',
+          f.config ? describeEgress(f.config.egress) : '-',
           f.snapshot,
           when(f.updatedAt),
         ]),
