@@ -126,6 +126,8 @@ export function diskLimits(env: NodeJS.ProcessEnv = process.env): DiskLimits | u
   return { bytesPerS: Math.round(mbps * 1024 * 1024), opsPerS: Math.round(iops) };
 }
 
+/** After a sandbox base snapshot could not be made, creates boot for this long before a retry. */
+const BASE_RETRY_MS = 10 * 60_000;
 /** Fresh entropy handed to each clone (bytes). */
 const CLONE_ENTROPY_BYTES = 64;
 
@@ -257,7 +259,9 @@ export class MicroVmDriver implements SandboxDriver {
     if (!p) {
       p = run();
       this.bases.set(id, p);
-      p.catch(() => this.bases.delete(id));
+      // A failed build is remembered for a while: every create would otherwise boot twice (the
+      // failed build, then the fallback boot).
+      p.catch(() => setTimeout(() => this.bases.delete(id), BASE_RETRY_MS).unref());
     }
     return p;
   }
