@@ -72,8 +72,14 @@ describe('the VMM jail', { skip }, () => {
   });
 
   test('system calls a VMM never needs are refused: namespaces, mounts, ptrace', () => {
-    // unshare(2) for a user namespace is allowed to any user on this kernel: the jail's filter
-    // is what refuses it.
+    // The control: the same user, outside the jail, may create a user namespace on this kernel,
+    // so the refusal below is the jail's filter.
+    const outside = spawnSync(
+      'setpriv',
+      ['--reuid=1600000123', '--regid=1600000123', '--clear-groups', 'unshare', '--user', 'true'],
+      { encoding: 'utf8' },
+    );
+    assert.equal(outside.status, 0, `unshare outside the jail: ${outside.stderr}`);
     const r = jailed(
       'unshare --user true; echo "unshare $?"; mount -t tmpfs t /tmp 2>&1; echo "mount $?"',
     );
@@ -85,6 +91,7 @@ describe('the VMM jail', { skip }, () => {
   test('it sees only its own processes and has no network but loopback', () => {
     const r = jailed('ls /proc 2>&1; ip -o link 2>&1 | cut -d: -f2');
     assert.match(r.out, /No such file or directory/, 'no /proc without sealed memory to reach');
+    assert.match(r.out, /^ lo$/m, 'ip lists the links it sees: loopback');
     assert.doesNotMatch(r.out, /eth|ens|isv/);
   });
 });
