@@ -364,6 +364,7 @@ int main(int argc, char **argv) {
     }
     // The parent reports the pid once the namespace is ready for the host (the tap exists).
     close(ready[0]);
+    if (write(ready[1], "r", 1) != 1) die(99, "report ready");
     close(ready[1]);
     // Kept across the exec: the tap as fd 3, the snapshot memory as fd 4.
     if (tap_fd >= 0) {
@@ -418,11 +419,15 @@ int main(int argc, char **argv) {
   close(ready[1]);
   char byte;
   ssize_t got;
-  do got = read(ready[0], &byte, 1);  // end of file: the child's set-up is done (or it died)
+  do got = read(ready[0], &byte, 1);  // one byte: the child's set-up is done
   while (got < 0 && errno == EINTR);
   close(ready[0]);
-  fprintf(stderr, "ISOLA_QEMU_PID %d\n", child_pid);
-  fflush(stderr);
+  // End of file instead: the set-up failed and the child is gone (it said why on stderr); no
+  // pid is reported, and the jail exits with the child's status.
+  if (got == 1) {
+    fprintf(stderr, "ISOLA_QEMU_PID %d\n", child_pid);
+    fflush(stderr);
+  }
 
   int status = 0;
   for (;;) {

@@ -8,6 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { nativeHelper } from '../src/assets/native.js';
+import { IsolaError } from '../src/errors.js';
+import { QemuProcess } from '../src/vmm/qemu-process.js';
 
 const root = process.getuid?.() === 0;
 const skip = root ? false : 'the jail needs root (namespaces, mounts, a user switch)';
@@ -93,5 +95,23 @@ describe('the VMM jail', { skip }, () => {
     assert.match(r.out, /No such file or directory/, 'no /proc without sealed memory to reach');
     assert.match(r.out, /^ lo$/m, 'ip lists the links it sees: loopback');
     assert.doesNotMatch(r.out, /eth|ens|isv/);
+  });
+
+  test('a jail that cannot be set up is a typed error (E_JAIL), and nothing runs', async () => {
+    await assert.rejects(
+      QemuProcess.spawn(['-version'], {
+        cgroupProcs: [],
+        jail: {
+          root: jailRoot,
+          uid: 1600000123,
+          gid: 1600000123,
+          groups: [],
+          binds: [{ path: path.join(base, 'no-such-file'), kind: 'ro' }],
+          netns: true,
+        },
+      }),
+      (e: unknown) =>
+        e instanceof IsolaError && e.code === 'E_JAIL' && /no-such-file/.test(e.message),
+    );
   });
 });

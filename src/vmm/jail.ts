@@ -146,11 +146,12 @@ export function jailBinds(
 }
 
 /**
- * Give the jail's user what its binds need: read access to read-only files, ownership of the
- * sandbox's own writable files. Shared writable files (a snapshot's memory, mapped private by
- * every clone) must already be writable (snapshots are made so); only the jail sees them.
+ * Give the jail's user what its binds need: ownership of the writable ones (all the sandbox's
+ * own: its socket folder, its writable drives, the memory of a sandbox that will be snapshotted;
+ * a clone's shared snapshot memory comes sealed, as a descriptor) and read access to the
+ * read-only ones.
  */
-export function prepareJailFiles(binds: Bind[], owned: string[], uid: number, gid: number): void {
+export function prepareJailFiles(binds: Bind[], uid: number, gid: number): void {
   for (const b of binds) {
     if (b.kind === 'dev' || b.kind === 'ro-exec') continue;
     let st: ReturnType<typeof statSync>;
@@ -159,18 +160,12 @@ export function prepareJailFiles(binds: Bind[], owned: string[], uid: number, gi
     } catch (err) {
       throw new IsolaError('E_JAIL', `cannot see ${b.path} for the VMM's jail: ${String(err)}`);
     }
-    if (owned.includes(b.path)) {
+    if (b.kind === 'rw') {
       chownSync(b.path, uid, gid);
       continue;
     }
-    const need = b.kind === 'ro' ? 0o004 : 0o006;
-    const dirBits = st.isDirectory() ? 0o001 : 0;
-    if ((st.mode & (need | dirBits)) !== (need | dirBits)) {
-      if (b.kind === 'rw') {
-        throw new IsolaError('E_JAIL', `${b.path} is not writable by the VMM's jailed user`);
-      }
-      chmodSync(b.path, (st.mode & 0o7777) | need | dirBits);
-    }
+    const need = 0o004 | (st.isDirectory() ? 0o001 : 0);
+    if ((st.mode & need) !== need) chmodSync(b.path, (st.mode & 0o7777) | need);
   }
 }
 

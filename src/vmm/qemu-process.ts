@@ -128,16 +128,14 @@ export class QemuProcess extends EventEmitter {
         () => fail(new Error(`no pid from the jail within ${PID_REPORT_TIMEOUT_MS} ms`)),
         PID_REPORT_TIMEOUT_MS,
       );
-      const fail = (err: Error) => {
+      const fail = (err: Error, code: 'E_JAIL' | 'E_QEMU_SPAWN' = 'E_QEMU_SPAWN') => {
         clearTimeout(timer);
         child.stderr!.off('data', onData);
         child.kill('SIGKILL');
         reject(
-          new IsolaError(
-            err.message.includes('jail could not') ? 'E_JAIL' : 'E_QEMU_SPAWN',
-            `cannot start ${QEMU_BINARY}: ${err.message} ${buf.trim()}`,
-            { cause: err },
-          ),
+          new IsolaError(code, `cannot start ${QEMU_BINARY}: ${err.message} ${buf.trim()}`, {
+            cause: err,
+          }),
         );
       };
       const onData = (d: Buffer) => {
@@ -153,7 +151,10 @@ export class QemuProcess extends EventEmitter {
       child.stderr!.on('data', onData);
       child.once('error', fail);
       child.once('exit', (code) =>
-        fail(new Error(`the jail exited with ${code}${jailExitReason(code)}`)),
+        fail(
+          new Error(`the jail exited with ${code}${jailExitReason(code)}`),
+          code === JAIL_SETUP_FAILED ? 'E_JAIL' : 'E_QEMU_SPAWN',
+        ),
       );
     });
     child.removeAllListeners('exit');

@@ -579,7 +579,6 @@ class MicroVmSandbox implements Sandbox {
   private jailPlan(vm: VmDescription, podNetns?: string, memfdFrom?: string): JailPlan {
     const id = allocateJailId();
     try {
-      const owned = [this.vmDir, ...vm.drives.filter((d) => !d.readonly).map((d) => d.path)];
       const mem = vm.memoryFile;
       if (mem?.share) {
         // The memory of a sandbox that will be snapshotted is its own: created here (QEMU would
@@ -592,10 +591,9 @@ class MicroVmSandbox implements Sandbox {
             closeSync(fd);
           }
         }
-        owned.push(mem.path);
       }
       const binds = jailBinds(vm, this.vmDir);
-      prepareJailFiles(binds, owned, id, id);
+      prepareJailFiles(binds, id, id);
       return {
         root: jailRootDir(),
         uid: id,
