@@ -444,6 +444,27 @@ function contract(newTarget: () => Promise<Target>): void {
     assert.equal(page[0]?.requestId, 'bulk-104');
   });
 
+  test('invocations in a batch: all in one transaction, none when one conflicts', async () => {
+    const { store } = await fresh();
+    const batch = ['b1', 'b2', 'b3'].map((id, i) => invocation(id, { startedAt: T0 + i }));
+    await store.recordInvocations(batch);
+    await store.recordInvocations([]);
+    assert.deepEqual(await store.listInvocations({}), [...batch].reverse());
+    // b2 is already there: the whole batch is refused, b4 included.
+    await assert.rejects(
+      store.recordInvocations([invocation('b4'), invocation('b2')]),
+      code('E_CONFLICT'),
+    );
+    assert.equal(await store.getInvocation('b4'), null);
+    // A duplicate inside the batch itself: refused too.
+    await assert.rejects(
+      store.recordInvocations([invocation('b5'), invocation('b5')]),
+      code('E_CONFLICT'),
+    );
+    assert.equal(await store.getInvocation('b5'), null);
+    assert.equal((await store.listInvocations({})).length, 3);
+  });
+
   test('usage groups by tenant and function name, with since, until and tenant filters', async () => {
     const { store } = await fresh();
     await seed(store);

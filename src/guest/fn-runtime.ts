@@ -22,7 +22,7 @@ import {
   encodeRuntimeFrame,
 } from '../protocol/function.js';
 import { bypassEntropyCaches, reseedMathRandom } from './clone-random.js';
-import { openPort, portWriter, readPort } from './port.js';
+import { servePort } from './port.js';
 
 type Handler = (event: unknown, context: Record<string, unknown>) => unknown;
 
@@ -95,11 +95,22 @@ const warmHandler: Handler = async (event, context) => {
 };
 let initError: HandlerError | null = null;
 
+let info: { functionName: string; functionVersion: string; memoryLimitInMB: number } | null = null;
+/** The function's fixed facts for its context, read from the environment once (not per call). */
+function fnInfo() {
+  info ??= {
+    functionName: process.env.ISOLA_FN_NAME ?? '',
+    functionVersion: process.env.ISOLA_FN_VERSION ?? '',
+    memoryLimitInMB: Number(process.env.ISOLA_FN_MEMORY_MIB ?? 0),
+  };
+  return info;
+}
+
 /** One invocation: the event in, one reply frame out (result JSON as the body). */
 async function invoke(
   req: { id: number; requestId: string; deadline: number },
   raw: Buffer,
-  send: (header: RuntimeReply, body?: Buffer) => void,
+  send: (header: RuntimeReply, body?: Buffer | string) => void,
   use: Handler | null = handler,
 ): Promise<void> {
   const t0 = performance.now();
@@ -123,9 +134,7 @@ async function invoke(
   const context = {
     requestId: req.requestId,
     awsRequestId: req.requestId,
-    functionName: process.env.ISOLA_FN_NAME ?? '',
-    functionVersion: process.env.ISOLA_FN_VERSION ?? '',
-    memoryLimitInMB: Number(process.env.ISOLA_FN_MEMORY_MIB ?? 0),
+    ...fnInfo(),
     deadlineMs: deadline,
     getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
   };
@@ -148,20 +157,16 @@ async function invoke(
       });
       return;
     }
-    send(
-      { t: 'reply', id: req.id, ok: true, durationMs: durationMs() },
-      Buffer.from(text ?? 'null'),
-    );
+    send({ t: 'reply', id: req.id, ok: true, durationMs: durationMs() }, text ?? 'null');
   });
 }
 
 /** Serve frames from the host on the function's own virtio-serial port (no agent in between). */
 function serve(): void {
-  const fd = openPort(FUNCTION_PORT_NAME);
-  const write = portWriter(fd);
   const decoder = new RuntimeFrameDecoder();
-  const send = (header: RuntimeReply, body?: Buffer) => write(encodeRuntimeFrame(header, body));
-  readPort(fd, (chunk) => {
+  const send = (header: RuntimeReply, body?: Buffer | string) =>
+    write(encodeRuntimeFrame(header, body));
+  const write = servePort(FUNCTION_PORT_NAME, (chunk) => {
     let frames: ReturnType<RuntimeFrameDecoder['push']>;
     try {
       frames = decoder.push(chunk);

@@ -146,6 +146,7 @@ export class Instance {
   private readonly exitPromise = new Promise<ExitStatus>((r) => {
     this.resolveExit = r;
   });
+  private readonly deathWaiters = new Set<(s: ExitStatus) => void>();
   private brokenWhy: string | null = null;
 
   constructor(readonly spec: InstanceSpec) {}
@@ -347,6 +348,8 @@ export class Instance {
   private onExit(s: ExitStatus): void {
     this.exitStatus = s;
     this.resolveExit(s);
+    for (const w of this.deathWaiters) w(s);
+    this.deathWaiters.clear();
     for (const k of ['stdout', 'stderr'] as const) {
       if (this.outBuf[k]) this.emitLine(k, this.outBuf[k]);
       this.outBuf[k] = '';
@@ -356,6 +359,17 @@ export class Instance {
 
   private exited(): Promise<ExitStatus> {
     return this.exitPromise;
+  }
+
+  /** Calls fn once when the function process exits (soon, if it has); returns the cancel. */
+  private onDeath(fn: (s: ExitStatus) => void): () => void {
+    const s = this.exitStatus;
+    if (s) {
+      queueMicrotask(() => fn(s));
+      return () => {};
+    }
+    this.deathWaiters.add(fn);
+    return () => this.deathWaiters.delete(fn);
   }
 
   markBroken(why: string): void {
@@ -566,7 +580,10 @@ export class Instance {
     timeoutMs: number,
   ): Promise<{ value: T } | { outcome: InvokeOutcome }> {
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<{ outcome: InvokeOutcome }>((resolve) => {
+    let cancelDeath = () => {};
+    // One promise per invocation for both ends: a then() on the instance's exit promise would
+    // stay attached to it for the instance's whole life, one per invocation served.
+    const ended = new Promise<{ outcome: InvokeOutcome }>((resolve) => {
       timer = setTimeout(async () => {
         const diag = await this.diagnose();
         this.spec.onOutput({
@@ -585,16 +602,14 @@ export class Instance {
           },
         });
       }, timeoutMs);
-    });
-    const died = this.exited().then(async (s) => {
-      // Let the last stderr lines arrive (the exit event follows all output).
-      return { outcome: this.deathOutcome(s) };
+      cancelDeath = this.onDeath((s) => resolve({ outcome: this.deathOutcome(s) }));
     });
     p.catch(() => undefined);
     try {
-      return await Promise.race([p.then((value) => ({ value })), timeout, died]);
+      return await Promise.race([p.then((value) => ({ value })), ended]);
     } finally {
       clearTimeout(timer);
+      cancelDeath();
     }
   }
 
@@ -778,6 +793,7 @@ export class RuntimeChannel {
   >();
   private nextId: number;
   private closedWith: Error | null = null;
+  private corked = false;
 
   /** `firstId`: a restored runtime may resend replies from before its snapshot (ids from 1). */
   constructor(
@@ -842,13 +858,29 @@ export class RuntimeChannel {
           reject(e);
         },
       });
-      this.conn.write(encodeRuntimeFrame({ ...req, id }, body));
+      this.send(encodeRuntimeFrame({ ...req, id }, body));
     });
+  }
+
+  /**
+   * Frames of one turn of the event loop leave in one write: one wake-up of the VMM and of the
+   * runtime for all the invocations that arrived together, not one each.
+   */
+  private send(frame: Buffer): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.conn.cork();
+      setImmediate(() => {
+        this.corked = false;
+        this.conn.uncork();
+      });
+    }
+    this.conn.write(frame);
   }
 
   /** A frame that has no reply. */
   notify(req: { t: 'restore'; seed: string; env: Record<string, string> }): void {
-    if (!this.closedWith) this.conn.write(encodeRuntimeFrame({ ...req, id: 0 }));
+    if (!this.closedWith) this.send(encodeRuntimeFrame({ ...req, id: 0 }));
   }
 
   close(): void {

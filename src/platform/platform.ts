@@ -13,6 +13,7 @@ import { resolveImage } from '../image/images.js';
 import { pullImage } from '../image/pull.js';
 import { ensureRootfsImage, mkfsFromDir } from '../image/rootfs.js';
 import { type ImageRecord, ImageStore } from '../image/store/store.js';
+import { GroupCommit } from '../util/group-commit.js';
 import { AdmissionGate } from './admission.js';
 import { AuditLog } from './audit.js';
 import { prepareBundle } from './bundle/bundle.js';
@@ -28,6 +29,7 @@ import { DUMMY_HASH, newKey, parseKey, secretMatches } from './keys.js';
 import { LogSink } from './logs.js';
 import { Counter, Gauge, Histogram, Registry } from './metrics.js';
 import { type GroupSpec, type Lease, Pool } from './pool.js';
+import { ReadCache, cachingStore } from './read-cache.js';
 import { DEFAULT_ALIAS, parseTarget, pickVersion } from './routing.js';
 import { SecretBox } from './secrets.js';
 import { DEFAULT_SNAPSHOT_POLICY, type FunctionImage, SnapshotManager } from './snapshots.js';
@@ -35,6 +37,7 @@ import type {
   AliasRecord,
   ApiKey,
   FunctionRecord,
+  InvocationRecord,
   InvocationStatus,
   PlatformStore,
   Runtime,
@@ -85,10 +88,14 @@ export interface InvokeResult {
 
 export class Platform {
   readonly store: PlatformStore;
+  /** The invocation path's reads (key, function, alias, version), kept briefly (read-cache.ts). */
+  private readonly reads = new ReadCache();
   readonly pool: Pool;
   readonly logs: LogSink;
   /** State-changing API calls, recorded by the gateway (audit.ts). */
   readonly audit: AuditLog;
+  /** Metering records, committed in groups (one transaction per turn of the event loop). */
+  private readonly meterLog: GroupCommit<InvocationRecord>;
   readonly metrics = new Registry();
   private readonly box: SecretBox;
   private readonly tenantCache = new Map<string, Tenant>();
@@ -135,7 +142,7 @@ export class Platform {
   readonly snapshots: SnapshotManager | null;
 
   private constructor(private readonly opts: PlatformOptions) {
-    this.store = opts.store;
+    this.store = cachingStore(opts.store, this.reads);
     this.snapshots =
       (opts.snapshots ?? process.env.ISOLA_SNAPSHOTS !== '0')
         ? new SnapshotManager(path.join(opts.dataDir, 'snapshots'), DEFAULT_SNAPSHOT_POLICY, (l) =>
@@ -145,6 +152,10 @@ export class Platform {
     this.box = SecretBox.load(opts.dataDir);
     this.logs = new LogSink(this.store);
     this.audit = new AuditLog(this.store);
+    this.meterLog = new GroupCommit(
+      (rs) => this.store.recordInvocations(rs),
+      (r) => this.store.recordInvocation(r),
+    );
     this.pool = new Pool({
       create: (spec) => this.createInstance(spec),
       tenantMemoryMiB: (tenantId) =>
@@ -274,7 +285,9 @@ export class Platform {
     if (!m)
       throw new IsolaError('E_UNAUTHORIZED', 'missing API key: send Authorization: Bearer KEY');
     const parsed = parseKey(m[1]!);
-    const rec = parsed ? await this.store.getKey(parsed.id) : null;
+    const rec = parsed
+      ? await this.reads.get(`k\0${parsed.id}`, () => this.store.getKey(parsed.id))
+      : null;
     // Same work whether or not the key exists, so timing does not tell ids apart.
     const ok = secretMatches(parsed?.secret ?? m[1]!, rec?.secretHash ?? DUMMY_HASH);
     if (!parsed || !rec || !ok || rec.revokedAt !== null) {
@@ -374,7 +387,9 @@ export class Platform {
   // --- functions --------------------------------------------------------------------------
 
   async getFunction(tenant: Tenant, name: string): Promise<FunctionRecord> {
-    const f = await this.store.getFunction(tenant.id, name);
+    const f = await this.reads.get(`f\0${tenant.id}\0${name}`, () =>
+      this.store.getFunction(tenant.id, name),
+    );
     if (!f) throw notFound('function', name);
     return f;
   }
@@ -532,7 +547,9 @@ export class Platform {
   }
 
   async getVersion(f: FunctionRecord, version: number): Promise<VersionRecord> {
-    const v = await this.store.getVersion(f.id, version);
+    const v = await this.reads.get(`v\0${f.id}\0${version}`, () =>
+      this.store.getVersion(f.id, version),
+    );
     if (!v) throw notFound('version', `${f.name}:${version}`);
     return v;
   }
@@ -605,7 +622,9 @@ export class Platform {
     let n: number;
     if (qualifier.kind === 'version') n = qualifier.version;
     else {
-      const a = await this.store.getAlias(fn.id, qualifier.name);
+      const a = await this.reads.get(`a\0${fn.id}\0${qualifier.name}`, () =>
+        this.store.getAlias(fn.id, qualifier.name),
+      );
       if (!a) {
         throw qualifier.name === DEFAULT_ALIAS && fn.latestVersion === 0
           ? new IsolaError('E_NOT_FOUND', `function ${name} has no deployed version`)
@@ -842,8 +861,9 @@ export class Platform {
     this.m.duration.observe({ tenant: tenant.name, function: fn.name }, durationMs / 1000);
     if (status !== 'ok') this.m.errors.inc({ tenant: tenant.name, function: fn.name, status });
     const memoryMiB = version.config.memoryMiB;
-    // Written before the response goes out: an answered invocation is always billed.
-    await this.store.recordInvocation({
+    // Written before the response goes out: an answered invocation is always billed. Records
+    // of invocations answered together share one transaction (util/group-commit.ts).
+    await this.meterLog.write({
       requestId,
       tenantId: tenant.id,
       functionId: fn.id,

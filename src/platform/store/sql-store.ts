@@ -286,6 +286,25 @@ function where(conds: Array<[string, SqlValue[]] | null>): { sql: string; params
 }
 
 /** Rethrows a unique violation with a message that names the resource. */
+const INSERT_INVOCATION = `INSERT INTO invocations (${INVOCATION_COLS}) VALUES (${marks(12)})`;
+
+function invocationParams(r: InvocationRecord): SqlValue[] {
+  return [
+    r.requestId,
+    r.tenantId,
+    r.functionId,
+    r.functionName,
+    r.version,
+    r.startedAt,
+    r.durationMs,
+    r.memoryMiB,
+    r.gbSeconds,
+    r.status,
+    r.startKind,
+    r.startMs,
+  ];
+}
+
 async function conflictAs<T>(p: Promise<T>, message: string): Promise<T> {
   try {
     return await p;
@@ -594,21 +613,18 @@ export class SqlPlatformStore implements PlatformStore {
 
   async recordInvocation(r: InvocationRecord): Promise<void> {
     await conflictAs(
-      this.db.run(`INSERT INTO invocations (${INVOCATION_COLS}) VALUES (${marks(12)})`, [
-        r.requestId,
-        r.tenantId,
-        r.functionId,
-        r.functionName,
-        r.version,
-        r.startedAt,
-        r.durationMs,
-        r.memoryMiB,
-        r.gbSeconds,
-        r.status,
-        r.startKind,
-        r.startMs,
-      ]),
+      this.db.run(INSERT_INVOCATION, invocationParams(r)),
       `an invocation with request id ${r.requestId} is already recorded`,
+    );
+  }
+
+  async recordInvocations(rs: readonly InvocationRecord[]): Promise<void> {
+    if (rs.length === 0) return;
+    await conflictAs(
+      this.db.tx(async (tx) => {
+        for (const r of rs) await tx.run(INSERT_INVOCATION, invocationParams(r));
+      }),
+      `an invocation of this batch of ${rs.length} is already recorded`,
     );
   }
 

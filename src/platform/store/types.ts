@@ -234,6 +234,8 @@ export interface PlatformStore {
   deleteSecret(functionId: string, name: string): Promise<boolean>;
 
   recordInvocation(r: InvocationRecord): Promise<void>;
+  /** All or none, in one transaction (E_CONFLICT when one of them is already recorded). */
+  recordInvocations(rs: readonly InvocationRecord[]): Promise<void>;
   getInvocation(requestId: string): Promise<InvocationRecord | null>;
   listInvocations(filter: {
     tenantId?: string;
