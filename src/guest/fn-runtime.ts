@@ -107,12 +107,12 @@ function fnInfo() {
 }
 
 /** One invocation: the event in, one reply frame out (result JSON as the body). */
-async function invoke(
+function invoke(
   req: { id: number; requestId: string; deadline: number },
   raw: Buffer,
   send: (header: RuntimeReply, body?: Buffer | string) => void,
   use: Handler | null = handler,
-): Promise<void> {
+): void {
   const t0 = performance.now();
   const durationMs = () => Math.round((performance.now() - t0) * 1000) / 1000;
   const fail = (error: HandlerError) =>
@@ -138,15 +138,7 @@ async function invoke(
     deadlineMs: deadline,
     getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
   };
-  const h = use;
-  await als.run(req.requestId, async () => {
-    let result: unknown;
-    try {
-      result = await h(event, context);
-    } catch (err) {
-      fail(toHandlerError(err));
-      return;
-    }
+  const done = (result: unknown) => {
     let text: string | undefined;
     try {
       text = JSON.stringify(result === undefined ? null : result);
@@ -158,6 +150,21 @@ async function invoke(
       return;
     }
     send({ t: 'reply', id: req.id, ok: true, durationMs: durationMs() }, text ?? 'null');
+  };
+  const failed = (err: unknown) => fail(toHandlerError(err));
+  // No async wrappers: every promise costs the async hooks AsyncLocalStorage runs on, and the
+  // reactions registered here run in the request's context all the same.
+  als.run(req.requestId, () => {
+    let out: unknown;
+    try {
+      out = use(event, context);
+    } catch (err) {
+      failed(err);
+      return;
+    }
+    if (typeof (out as PromiseLike<unknown> | null)?.then === 'function')
+      (out as PromiseLike<unknown>).then(done, failed);
+    else done(out);
   });
 }
 
@@ -189,9 +196,9 @@ function serve(): void {
               },
         );
       } else if (req.t === 'invoke') {
-        void invoke(req, body, send);
+        invoke(req, body, send);
       } else if (req.t === 'warm') {
-        void invoke(
+        invoke(
           { ...req, requestId: WARMUP_REQUEST_ID, deadline: Date.now() + 60_000 },
           body,
           send,

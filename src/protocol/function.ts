@@ -86,29 +86,35 @@ export class RuntimeFrameDecoder {
   private buf: Buffer = Buffer.alloc(0);
 
   push(chunk: Buffer): Array<{ header: Record<string, unknown>; body: Buffer }> {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    const buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     const out: Array<{ header: Record<string, unknown>; body: Buffer }> = [];
-    while (this.buf.length >= 8) {
-      const hl = this.buf.readUInt32BE(0);
-      const bl = this.buf.readUInt32BE(4);
+    let off = 0;
+    while (buf.length - off >= 8) {
+      const hl = buf.readUInt32BE(off);
+      const bl = buf.readUInt32BE(off + 4);
       if (hl + bl > MAX_RUNTIME_FRAME)
         throw new RuntimeFrameError(
           'E_FRAME_TOO_LARGE',
           `runtime frame of ${hl + bl} bytes is too large`,
         );
-      if (this.buf.length < 8 + hl + bl) break;
+      const end = off + 8 + hl + bl;
+      if (buf.length < end) break;
       let header: unknown;
       try {
-        header = JSON.parse(this.buf.subarray(8, 8 + hl).toString('utf8'));
+        header = JSON.parse(buf.toString('utf8', off + 8, off + 8 + hl));
       } catch {
         throw new RuntimeFrameError('E_AGENT_PROTOCOL', 'runtime frame header is not valid JSON');
       }
       if (typeof header !== 'object' || header === null || Array.isArray(header))
         throw new RuntimeFrameError('E_AGENT_PROTOCOL', 'runtime frame header is not an object');
-      const body = Buffer.from(this.buf.subarray(8 + hl, 8 + hl + bl));
-      this.buf = this.buf.subarray(8 + hl + bl);
-      out.push({ header: header as Record<string, unknown>, body });
+      // A copy: the caller may reuse the chunk it pushed.
+      out.push({
+        header: header as Record<string, unknown>,
+        body: Buffer.from(buf.subarray(off + 8 + hl, end)),
+      });
+      off = end;
     }
+    this.buf = off === 0 ? buf : off === buf.length ? EMPTY : buf.subarray(off);
     return out;
   }
 }
