@@ -162,8 +162,10 @@ function invoke(
       failed(err);
       return;
     }
+    // Promise.resolve adopts any thenable safely (a then() that throws or calls back twice);
+    // for a native promise it is the same promise.
     if (typeof (out as PromiseLike<unknown> | null)?.then === 'function')
-      (out as PromiseLike<unknown>).then(done, failed);
+      Promise.resolve(out).then(done, failed);
     else done(out);
   });
 }
