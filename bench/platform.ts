@@ -7,7 +7,7 @@
 // Writes bench/results/platform.json and platform.md.   npm run bench:platform
 
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../src/util/ports.js';
@@ -56,18 +56,107 @@ async function main(): Promise<void> {
     for (let i = 0; i < 20; i++) await once();
 
     const loops: Record<string, unknown> = {};
-    const warmupLua = path.join(dir, 'warmup.lua');
+    const lua = path.join(dir, 'post.lua');
     writeFileSync(
-      warmupLua,
-      `wrk.method = "POST"\nwrk.body = "{\\"n\\":1}"\nwrk.headers["Authorization"] = "Bearer ${key}"\n`,
+      lua,
+      [
+        'wrk.method = "POST"',
+        'wrk.body = "{\\"n\\":1}"',
+        'wrk.headers["Content-Type"] = "application/json"',
+        `wrk.headers["Authorization"] = "Bearer ${key}"`,
+        // Per response: the gateway's total minus the handler's time (Server-Timing), kept per
+        // thread and merged in done(): the platform overhead under wrk's load.
+        'local threads = {}',
+        'setup = function(thread) table.insert(threads, thread) end',
+        'init = function(args) over = {} end',
+        'response = function(status, headers, body)',
+        '  local st = headers["server-timing"] or headers["Server-Timing"]',
+        '  if st then',
+        '    local total = tonumber(string.match(st, "total;dur=([%d%.]+)"))',
+        '    local handler = tonumber(string.match(st, "handler;dur=([%d%.]+)")) or 0',
+        '    if total then over[#over + 1] = total - handler end',
+        '  end',
+        'end',
+        'done = function(summary, latency, requests)',
+        '  local all = {}',
+        '  for _, t in ipairs(threads) do for _, v in ipairs(t:get("over") or {}) do all[#all + 1] = v end end',
+        '  table.sort(all)',
+        '  local function pct(p) if #all == 0 then return -1 end return all[math.max(1, math.ceil(p / 100 * #all))] end',
+        '  local e = summary.errors',
+        '  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"non2xx\\":%d,\\"socket_errors\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d,\\"over_p50_ms\\":%.3f,\\"over_p99_ms\\":%.3f}\\n",',
+        '    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,',
+        '    latency:percentile(50), latency:percentile(99), pct(50), pct(99)))',
+        'end',
+        '',
+      ].join('\n'),
     );
-    const warm = spawnSync(
-      'wrk',
-      ['-t', '2', '-c', '8', '-d', `${WARMUP_SECONDS}s`, '-s', warmupLua, invokeUrl],
-      { encoding: 'utf8' },
-    );
+    // Where the machine's CPU went during a run: the gateway's process and every VMM (percent of
+    // one CPU; the guest's vCPU thread is most of a VMM's), from /proc/PID/stat.
+    const ticks = (pid: number) => {
+      try {
+        const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+        return Number(x[11]) + Number(x[12]);
+      } catch {
+        return 0;
+      }
+    };
+    const vmmPids = () =>
+      spawnSync('pgrep', ['-x', 'qemu-system-x86'], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .filter(Boolean)
+        .map(Number);
+    const runWrk = (c: number, target: string, seconds = WRK_SECONDS) => {
+      const vmms = vmmPids();
+      const cpu0 = { gateway: ticks(srv.proc.pid!), vmm: vmms.reduce((a, p) => a + ticks(p), 0) };
+      const t0 = performance.now();
+      const out = spawnSync(
+        'wrk',
+        [
+          '-t',
+          String(Math.min(c, 2)),
+          '-c',
+          String(c),
+          '-d',
+          `${seconds}s`,
+          '--timeout',
+          '30s',
+          '-s',
+          lua,
+          target,
+        ],
+        { encoding: 'utf8' },
+      );
+      const secs = (performance.now() - t0) / 1000;
+      const line = /WRKJSON (\{.*\})/.exec(out.stdout)?.[1];
+      if (!line) throw new Error(`wrk failed: ${out.stdout} ${out.stderr}`);
+      const w = JSON.parse(line) as {
+        requests: number;
+        duration_us: number;
+        non2xx: number;
+        socket_errors: number;
+        p50_us: number;
+        p99_us: number;
+        over_p50_ms: number;
+        over_p99_ms: number;
+      };
+      return {
+        connections: c,
+        requests: w.requests,
+        rps: Math.round((w.requests / (w.duration_us / 1e6)) * 10) / 10,
+        latencyMs: { p50: w.p50_us / 1000, p99: w.p99_us / 1000 },
+        // -1: the peer sends no Server-Timing
+        overheadMs: w.over_p50_ms < 0 ? null : { p50: w.over_p50_ms, p99: w.over_p99_ms },
+        errors: w.non2xx + w.socket_errors,
+        cpuPercent: {
+          // clock ticks are 1/100 s: ticks per second is percent of one CPU
+          gateway: Math.round(((ticks(srv.proc.pid!) - cpu0.gateway) * 10) / secs) / 10,
+          vmm: Math.round(((vmms.reduce((a, p) => a + ticks(p), 0) - cpu0.vmm) * 10) / secs) / 10,
+        },
+      };
+    };
     process.stderr.write(
-      `[bench] warm-up, ${WARMUP_SECONDS} s at 8 connections: ${/Requests\/sec:\s*(\S+)/.exec(warm.stdout)?.[1] ?? warm.stderr} req/s\n`,
+      `[bench] warm-up, ${WARMUP_SECONDS} s at 8 connections: ${runWrk(8, invokeUrl, WARMUP_SECONDS).rps} req/s\n`,
     );
     for (const clients of [1, 8]) {
       const lat: number[] = [];
@@ -111,80 +200,6 @@ async function main(): Promise<void> {
       );
     }
 
-    const lua = path.join(dir, 'post.lua');
-    writeFileSync(
-      lua,
-      [
-        'wrk.method = "POST"',
-        'wrk.body = "{\\"n\\":1}"',
-        'wrk.headers["Content-Type"] = "application/json"',
-        `wrk.headers["Authorization"] = "Bearer ${key}"`,
-        // Per response: the gateway's total minus the handler's time (Server-Timing), kept per
-        // thread and merged in done(): the platform overhead under wrk's load.
-        'local threads = {}',
-        'setup = function(thread) table.insert(threads, thread) end',
-        'init = function(args) over = {} end',
-        'response = function(status, headers, body)',
-        '  local st = headers["server-timing"] or headers["Server-Timing"]',
-        '  if st then',
-        '    local total = tonumber(string.match(st, "total;dur=([%d%.]+)"))',
-        '    local handler = tonumber(string.match(st, "handler;dur=([%d%.]+)")) or 0',
-        '    if total then over[#over + 1] = total - handler end',
-        '  end',
-        'end',
-        'done = function(summary, latency, requests)',
-        '  local all = {}',
-        '  for _, t in ipairs(threads) do for _, v in ipairs(t:get("over") or {}) do all[#all + 1] = v end end',
-        '  table.sort(all)',
-        '  local function pct(p) if #all == 0 then return -1 end return all[math.max(1, math.ceil(p / 100 * #all))] end',
-        '  local e = summary.errors',
-        '  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"non2xx\\":%d,\\"socket_errors\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d,\\"over_p50_ms\\":%.3f,\\"over_p99_ms\\":%.3f}\\n",',
-        '    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,',
-        '    latency:percentile(50), latency:percentile(99), pct(50), pct(99)))',
-        'end',
-        '',
-      ].join('\n'),
-    );
-    const runWrk = (c: number, target: string) => {
-      const out = spawnSync(
-        'wrk',
-        [
-          '-t',
-          String(Math.min(c, 2)),
-          '-c',
-          String(c),
-          '-d',
-          `${WRK_SECONDS}s`,
-          '--timeout',
-          '30s',
-          '-s',
-          lua,
-          target,
-        ],
-        { encoding: 'utf8' },
-      );
-      const line = /WRKJSON (\{.*\})/.exec(out.stdout)?.[1];
-      if (!line) throw new Error(`wrk failed: ${out.stdout} ${out.stderr}`);
-      const w = JSON.parse(line) as {
-        requests: number;
-        duration_us: number;
-        non2xx: number;
-        socket_errors: number;
-        p50_us: number;
-        p99_us: number;
-        over_p50_ms: number;
-        over_p99_ms: number;
-      };
-      return {
-        connections: c,
-        requests: w.requests,
-        rps: Math.round((w.requests / (w.duration_us / 1e6)) * 10) / 10,
-        latencyMs: { p50: w.p50_us / 1000, p99: w.p99_us / 1000 },
-        // -1: the peer sends no Server-Timing
-        overheadMs: w.over_p50_ms < 0 ? null : { p50: w.over_p50_ms, p99: w.over_p99_ms },
-        errors: w.non2xx + w.socket_errors,
-      };
-    };
     // Peer: the same handler in a plain Node.js HTTP server on the host (no VM, no isolation),
     // measured by the same wrk in the same run: what the micro-VM and the platform cost.
     const peerPort = await freePort();
@@ -242,6 +257,7 @@ async function main(): Promise<void> {
         rps: number;
         latencyMs: { p50: number; p99: number };
         overheadMs: { p50: number; p99: number } | null;
+        cpuPercent: { gateway: number; vmm: number };
         errors: number;
       }
     >;
@@ -250,19 +266,19 @@ async function main(): Promise<void> {
       '',
       `${result.when}, ${result.host.cpus} CPUs, TCG. Function: ${result.function}. Measured after ${WARMUP_SECONDS} s of load at 8 connections (the clone's V8 optimises the invocation path meanwhile).`,
       '',
-      '| load | requests/s | latency p50 (ms) | latency p99 (ms) | overhead p50 (ms) | overhead p99 (ms) | errors |',
-      '| --- | --- | --- | --- | --- | --- | --- |',
+      '| load | requests/s | latency p50 (ms) | latency p99 (ms) | overhead p50 (ms) | overhead p99 (ms) | errors | CPU gateway / VMMs (% of one) |',
+      '| --- | --- | --- | --- | --- | --- | --- | --- |',
       ...[1, 8].map((c) => {
         const x = L[`clients${c}`]!;
-        return `| ${c} client(s), Node fetch | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | ${x.overheadMs.p50} | ${x.overheadMs.p99} | ${x.errors} |`;
+        return `| ${c} client(s), Node fetch | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | ${x.overheadMs.p50} | ${x.overheadMs.p99} | ${x.errors} | - |`;
       }),
       ...[1, 8, 32].map((c) => {
         const x = W[`c${c}`]!;
-        return `| wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | ${x.overheadMs?.p50 ?? '-'} | ${x.overheadMs?.p99 ?? '-'} | ${x.errors} |`;
+        return `| wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | ${x.overheadMs?.p50 ?? '-'} | ${x.overheadMs?.p99 ?? '-'} | ${x.errors} | ${x.cpuPercent.gateway} / ${x.cpuPercent.vmm} |`;
       }),
       ...[1, 8, 32].map((c) => {
         const x = P[`c${c}`]!;
-        return `| peer: same handler, plain Node.js HTTP server on the host, wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | - | - | ${x.errors} |`;
+        return `| peer: same handler, plain Node.js HTTP server on the host, wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | - | - | ${x.errors} | - |`;
       }),
       '',
       `Of the overhead at 1 client (p50): gateway on the host ${L.clients1!.gatewayMs.p50} ms (HTTP, auth, store lookups, pool, metering write), host-guest relay and runtime ${L.clients1!.relayMs.p50} ms.`,

@@ -110,7 +110,7 @@ function pipeBinding(): Binding | null {
 
 /**
  * Serve a port on the event loop, for the hot path of invocations: reads wake the loop straight
- * from epoll (readPort's fs.read costs a thread-pool hand-off per read, a third of the runtime's
+ * from epoll (readPort's fs.read costs a thread-pool hand-off per read, a quarter of the runtime's
  * time per invocation under TCG), and frames written in one turn of the loop leave in one write
  * (one virtio notification and one wake-up of the host instead of one each). Falls back to
  * readPort and portWriter where the event-loop handle is unavailable. Returns the writer.
@@ -124,12 +124,17 @@ function pipeBinding(): Binding | null {
  * is written meanwhile waits in the stream for the host to be back (libuv retries it). A host
  * gone for longer than HOST_GONE_MS with replies still waiting for it is gone for good: the
  * stream is destroyed (dropping them, and what libuv would otherwise retry without pause) and
- * the port opened again.
+ * the port opened again. Tests pass `open` (a FIFO of their own) and `signal` (to stop serving).
  */
-export function servePort(name: string, onData: (b: Buffer) => void): (frame: Buffer) => void {
+export function servePort(
+  name: string,
+  onData: (b: Buffer) => void,
+  opts: { open?: () => number; signal?: AbortSignal } = {},
+): (frame: Buffer) => void {
+  const openFile = opts.open ?? (() => openPort(name));
   const b = pipeBinding();
   if (!b) {
-    const fd = openPort(name);
+    const fd = openFile();
     readPort(fd, onData);
     return portWriter(fd);
   }
@@ -153,7 +158,7 @@ export function servePort(name: string, onData: (b: Buffer) => void): (frame: Bu
     let fd: number;
     let handle: PipeHandle;
     try {
-      fd = openPort(name);
+      fd = openFile();
       handle = new b.Pipe(b.SOCKET);
       const err = handle.open(fd);
       if (err) {
@@ -196,9 +201,10 @@ export function servePort(name: string, onData: (b: Buffer) => void): (frame: Bu
     s.on('error', (err) => process.stderr.write(`port ${name}: ${err.message}\n`));
     s.once('close', () => {
       if (sock === s) sock = null;
-      later(open);
+      if (!opts.signal?.aborted) later(open);
     });
   };
+  opts.signal?.addEventListener('abort', () => sock?.destroy());
   open();
   return (frame) => {
     if (batch.length === 0) setImmediate(flush);
