@@ -80,7 +80,12 @@ export function feed(cmd: string, args: string[], input: string, what: string): 
         );
       } else resolve();
     });
-    child.stdin?.end(input);
+    // A command that exits before reading all of its input (a failing `sh -s` script, or one
+    // that never reads stdin) makes this write fail with EPIPE: its exit status and stderr,
+    // reported above, say what happened; an unhandled 'error' here would take the process down.
+    child.stdin?.on('error', () => {});
+    if (input.length > 0) child.stdin?.end(input);
+    else child.stdin?.end();
   });
 }
 

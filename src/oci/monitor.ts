@@ -242,6 +242,8 @@ async function startPtyBridge(consoleSocket: string): Promise<ChildProcess> {
     );
   });
   child.removeAllListeners('exit');
+  // The bridge gone (console closed) must not take the monitor down with an EPIPE on its stdin.
+  child.stdin!.on('error', () => {});
   return child;
 }
 
