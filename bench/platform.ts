@@ -21,6 +21,8 @@ const WRK_SECONDS = Number(process.env.BENCH_WRK_SECONDS ?? 10);
  * requests, and under TCG those compiles take seconds of the guest's one vCPU.
  */
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 15);
+/** The target is at 8 connections and a 2-CPU machine is noisy: that run is repeated, the median kept. */
+const C8_RUNS = Math.max(1, Number(process.env.BENCH_C8_RUNS ?? 5));
 
 async function main(): Promise<void> {
   const srv = await startServer('platform');
@@ -101,6 +103,13 @@ async function main(): Promise<void> {
         return 0;
       }
     };
+    // wrk's own CPU: this process's waited-for children (cutime + cstime); wrk is the only child
+    // spawnSync waits for during a run.
+    const childTicks = () => {
+      const f = readFileSync('/proc/self/stat', 'utf8');
+      const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      return Number(x[13]) + Number(x[14]);
+    };
     const vmmPids = () =>
       spawnSync('pgrep', ['-x', 'qemu-system-x86'], { encoding: 'utf8' })
         .stdout.split('\n')
@@ -108,7 +117,11 @@ async function main(): Promise<void> {
         .map(Number);
     const runWrk = (c: number, target: string, seconds = WRK_SECONDS) => {
       const vmms = vmmPids();
-      const cpu0 = { gateway: ticks(srv.proc.pid!), vmm: vmms.reduce((a, p) => a + ticks(p), 0) };
+      const cpu0 = {
+        gateway: ticks(srv.proc.pid!),
+        vmm: vmms.reduce((a, p) => a + ticks(p), 0),
+        wrk: childTicks(),
+      };
       const t0 = performance.now();
       const out = spawnSync(
         'wrk',
@@ -152,6 +165,7 @@ async function main(): Promise<void> {
           // clock ticks are 1/100 s: ticks per second is percent of one CPU
           gateway: Math.round(((ticks(srv.proc.pid!) - cpu0.gateway) * 10) / secs) / 10,
           vmm: Math.round(((vmms.reduce((a, p) => a + ticks(p), 0) - cpu0.vmm) * 10) / secs) / 10,
+          wrk: Math.round(((childTicks() - cpu0.wrk) * 10) / secs) / 10,
         },
       };
     };
@@ -222,10 +236,20 @@ async function main(): Promise<void> {
       peer.kill('SIGKILL');
     }
     const wrk: Record<string, unknown> = {};
+    const c8Runs: Array<ReturnType<typeof runWrk>> = [];
     for (const c of [1, 8, 32]) {
-      wrk[`c${c}`] = runWrk(c, invokeUrl);
-      process.stderr.write(`[bench] wrk -c ${c}: ${JSON.stringify(wrk[`c${c}`])}\n`);
+      const runs = c === 8 ? C8_RUNS : 1;
+      const got: Array<ReturnType<typeof runWrk>> = [];
+      for (let i = 0; i < runs; i++) {
+        got.push(runWrk(c, invokeUrl));
+        process.stderr.write(`[bench] wrk -c ${c}: ${JSON.stringify(got[i])}\n`);
+      }
+      // The run with the median overhead p50 stands for the load (runs sorted by it).
+      got.sort((a, b) => (a.overheadMs?.p50 ?? 0) - (b.overheadMs?.p50 ?? 0));
+      wrk[`c${c}`] = got[Math.floor((got.length - 1) / 2)];
+      if (c === 8) c8Runs.push(...got);
     }
+    wrk.c8Runs = c8Runs;
     const result = {
       when: new Date().toISOString(),
       host: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? '' },
@@ -257,7 +281,7 @@ async function main(): Promise<void> {
         rps: number;
         latencyMs: { p50: number; p99: number };
         overheadMs: { p50: number; p99: number } | null;
-        cpuPercent: { gateway: number; vmm: number };
+        cpuPercent: { gateway: number; vmm: number; wrk: number };
         errors: number;
       }
     >;
@@ -266,7 +290,7 @@ async function main(): Promise<void> {
       '',
       `${result.when}, ${result.host.cpus} CPUs, TCG. Function: ${result.function}. Measured after ${WARMUP_SECONDS} s of load at 8 connections (the clone's V8 optimises the invocation path meanwhile).`,
       '',
-      '| load | requests/s | latency p50 (ms) | latency p99 (ms) | overhead p50 (ms) | overhead p99 (ms) | errors | CPU gateway / VMMs (% of one) |',
+      '| load | requests/s | latency p50 (ms) | latency p99 (ms) | overhead p50 (ms) | overhead p99 (ms) | errors | CPU gateway / VMMs / wrk (% of one) |',
       '| --- | --- | --- | --- | --- | --- | --- | --- |',
       ...[1, 8].map((c) => {
         const x = L[`clients${c}`]!;
@@ -274,12 +298,14 @@ async function main(): Promise<void> {
       }),
       ...[1, 8, 32].map((c) => {
         const x = W[`c${c}`]!;
-        return `| wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | ${x.overheadMs?.p50 ?? '-'} | ${x.overheadMs?.p99 ?? '-'} | ${x.errors} | ${x.cpuPercent.gateway} / ${x.cpuPercent.vmm} |`;
+        return `| wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | ${x.overheadMs?.p50 ?? '-'} | ${x.overheadMs?.p99 ?? '-'} | ${x.errors} | ${x.cpuPercent.gateway} / ${x.cpuPercent.vmm} / ${x.cpuPercent.wrk} |`;
       }),
       ...[1, 8, 32].map((c) => {
         const x = P[`c${c}`]!;
         return `| peer: same handler, plain Node.js HTTP server on the host, wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | - | - | ${x.errors} | - |`;
       }),
+      '',
+      `wrk -c 8 ran ${c8Runs.length} times; the row is the run with the median overhead p50. All runs (requests/s, overhead p50 / p99 ms, CPU gateway / VMMs / wrk): ${c8Runs.map((x) => `${x.rps} (${x.overheadMs?.p50} / ${x.overheadMs?.p99}; ${x.cpuPercent.gateway} / ${x.cpuPercent.vmm} / ${x.cpuPercent.wrk})`).join(', ')}.`,
       '',
       `Of the overhead at 1 client (p50): gateway on the host ${L.clients1!.gatewayMs.p50} ms (HTTP, auth, store lookups, pool, metering write), host-guest relay and runtime ${L.clients1!.relayMs.p50} ms.`,
       '',
