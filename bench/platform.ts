@@ -23,6 +23,11 @@ const WRK_SECONDS = Number(process.env.BENCH_WRK_SECONDS ?? 10);
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 15);
 /** The target is at 8 connections and a 2-CPU machine is noisy: that run is repeated, the median kept. */
 const C8_RUNS = Math.max(1, Number(process.env.BENCH_C8_RUNS ?? 5));
+/**
+ * For experiments: BENCH_WRK_ONLY=8,32 runs only the warm-up and wrk at those connection counts
+ * (no loops, no peer), prints the runs and writes no results.
+ */
+const WRK_ONLY = process.env.BENCH_WRK_ONLY?.split(',').map(Number) ?? null;
 
 async function main(): Promise<void> {
   const srv = await startServer('platform');
@@ -66,28 +71,43 @@ async function main(): Promise<void> {
         'wrk.body = "{\\"n\\":1}"',
         'wrk.headers["Content-Type"] = "application/json"',
         `wrk.headers["Authorization"] = "Bearer ${key}"`,
-        // Per response: the gateway's total minus the handler's time (Server-Timing), kept per
-        // thread and merged in done(): the platform overhead under wrk's load.
+        // Per response, from Server-Timing: the overhead (total - handler) and its two parts, the
+        // gateway's (total - instance) and the relay's (instance - handler: host -> guest ->
+        // runtime and back); kept per thread and merged in done().
         'local threads = {}',
         'setup = function(thread) table.insert(threads, thread) end',
-        'init = function(args) over = {} end',
+        'init = function(args) over = {} gw = {} relay = {} bad = {} end',
         'response = function(status, headers, body)',
+        '  if status ~= 200 then bad[status] = (bad[status] or 0) + 1 end',
         '  local st = headers["server-timing"] or headers["Server-Timing"]',
         '  if st then',
         '    local total = tonumber(string.match(st, "total;dur=([%d%.]+)"))',
+        '    local inst = tonumber(string.match(st, "instance;dur=([%d%.]+)")) or 0',
         '    local handler = tonumber(string.match(st, "handler;dur=([%d%.]+)")) or 0',
-        '    if total then over[#over + 1] = total - handler end',
+        '    if total then',
+        '      over[#over + 1] = total - handler',
+        '      gw[#gw + 1] = total - inst',
+        '      relay[#relay + 1] = inst - handler',
+        '    end',
         '  end',
         'end',
-        'done = function(summary, latency, requests)',
+        'local function merged(name)',
         '  local all = {}',
-        '  for _, t in ipairs(threads) do for _, v in ipairs(t:get("over") or {}) do all[#all + 1] = v end end',
+        '  for _, t in ipairs(threads) do for _, v in ipairs(t:get(name) or {}) do all[#all + 1] = v end end',
         '  table.sort(all)',
-        '  local function pct(p) if #all == 0 then return -1 end return all[math.max(1, math.ceil(p / 100 * #all))] end',
+        '  return all',
+        'end',
+        'local function pct(all, p) if #all == 0 then return -1 end return all[math.max(1, math.ceil(p / 100 * #all))] end',
+        'done = function(summary, latency, requests)',
+        '  local o, g, r = merged("over"), merged("gw"), merged("relay")',
+        '  local b = {}',
+        '  for _, t in ipairs(threads) do for k, v in pairs(t:get("bad") or {}) do b[k] = (b[k] or 0) + v end end',
+        '  local bs = {}',
+        '  for k, v in pairs(b) do bs[#bs + 1] = string.format("\\"%d\\":%d", k, v) end',
         '  local e = summary.errors',
-        '  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"non2xx\\":%d,\\"socket_errors\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d,\\"over_p50_ms\\":%.3f,\\"over_p99_ms\\":%.3f}\\n",',
+        '  io.write(string.format("WRKJSON {\\"requests\\":%d,\\"duration_us\\":%d,\\"non2xx\\":%d,\\"socket_errors\\":%d,\\"p50_us\\":%d,\\"p99_us\\":%d,\\"over_p50_ms\\":%.3f,\\"over_p99_ms\\":%.3f,\\"gw_p50_ms\\":%.3f,\\"gw_p99_ms\\":%.3f,\\"relay_p50_ms\\":%.3f,\\"relay_p99_ms\\":%.3f,\\"statuses\\":{%s}}\\n",',
         '    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,',
-        '    latency:percentile(50), latency:percentile(99), pct(50), pct(99)))',
+        '    latency:percentile(50), latency:percentile(99), pct(o, 50), pct(o, 99), pct(g, 50), pct(g, 99), pct(r, 50), pct(r, 99), table.concat(bs, ",")))',
         'end',
         '',
       ].join('\n'),
@@ -152,6 +172,11 @@ async function main(): Promise<void> {
         p99_us: number;
         over_p50_ms: number;
         over_p99_ms: number;
+        gw_p50_ms: number;
+        gw_p99_ms: number;
+        relay_p50_ms: number;
+        relay_p99_ms: number;
+        statuses: Record<string, number>;
       };
       return {
         connections: c,
@@ -160,7 +185,16 @@ async function main(): Promise<void> {
         latencyMs: { p50: w.p50_us / 1000, p99: w.p99_us / 1000 },
         // -1: the peer sends no Server-Timing
         overheadMs: w.over_p50_ms < 0 ? null : { p50: w.over_p50_ms, p99: w.over_p99_ms },
+        // its parts: the gateway on the host, and the relay (host -> guest -> runtime and back)
+        ...(w.over_p50_ms < 0
+          ? {}
+          : {
+              gatewayMs: { p50: w.gw_p50_ms, p99: w.gw_p99_ms },
+              relayMs: { p50: w.relay_p50_ms, p99: w.relay_p99_ms },
+            }),
         errors: w.non2xx + w.socket_errors,
+        // the non-2xx responses by status, when there were any
+        ...(w.non2xx > 0 ? { errorStatuses: w.statuses } : {}),
         cpuPercent: {
           // clock ticks are 1/100 s: ticks per second is percent of one CPU
           gateway: Math.round(((ticks(srv.proc.pid!) - cpu0.gateway) * 10) / secs) / 10,
@@ -172,6 +206,14 @@ async function main(): Promise<void> {
     process.stderr.write(
       `[bench] warm-up, ${WARMUP_SECONDS} s at 8 connections: ${runWrk(8, invokeUrl, WARMUP_SECONDS).rps} req/s\n`,
     );
+    if (WRK_ONLY) {
+      for (const c of WRK_ONLY) {
+        for (let i = 0; i < (c === 8 ? C8_RUNS : 1); i++) {
+          process.stderr.write(`[bench] wrk -c ${c}: ${JSON.stringify(runWrk(c, invokeUrl))}\n`);
+        }
+      }
+      return;
+    }
     for (const clients of [1, 8]) {
       const lat: number[] = [];
       const over: number[] = [];

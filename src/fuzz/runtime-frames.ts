@@ -110,6 +110,14 @@ function segment(r: Rng): Buffer {
         return f;
       },
     ],
+    [
+      1,
+      // A binary header (tag 0x01 invoke, 0x02 ok reply) of any length and content.
+      () => {
+        const h = Buffer.concat([Buffer.from([r.pick([1, 2])]), r.bytes(r.size(40))]);
+        return raw(h.length, 0, h, Buffer.alloc(0));
+      },
+    ],
     [1, () => validFrame(r).subarray(0, r.int(30))],
     [1, () => r.bytes(r.size(24))],
     [

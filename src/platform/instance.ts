@@ -858,7 +858,12 @@ export class RuntimeChannel {
           reject(e);
         },
       });
-      this.send(encodeRuntimeFrame({ ...req, id }, body));
+      // An invoke's fields in their order take the binary header (protocol/function.ts).
+      const header =
+        req.t === 'invoke'
+          ? { t: req.t, id, requestId: req.requestId, deadline: req.deadline }
+          : { ...req, id };
+      this.send(encodeRuntimeFrame(header, body));
     });
   }
 

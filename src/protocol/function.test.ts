@@ -34,11 +34,97 @@ describe('runtime frames', () => {
   test('encode/decode round trip', () => {
     for (const f of frames) {
       const enc = encodeRuntimeFrame(f.header, f.body);
-      const h = Buffer.from(JSON.stringify(f.header));
-      assert.equal(enc.readUInt32BE(0), h.length);
+      const hl = enc.readUInt32BE(0);
       assert.equal(enc.readUInt32BE(4), f.body.length);
-      assert.equal(enc.length, 8 + h.length + f.body.length);
+      assert.equal(enc.length, 8 + hl + f.body.length);
       assert.deepEqual(new RuntimeFrameDecoder().push(enc), [f]);
+    }
+  });
+
+  test('an invoke and an ok reply have binary headers; other frames JSON ones', () => {
+    const [health, invoke, reply] = frames.map((f) => encodeRuntimeFrame(f.header, f.body));
+    assert.equal(health!.toString('utf8', 8, 8 + health!.readUInt32BE(0)), '{"t":"health","id":1}');
+    // 0x01 | id | deadline | n | requestId
+    assert.equal(invoke![8], 0x01);
+    assert.equal(invoke!.readUInt32BE(0), 14 + Buffer.byteLength('r-ü✓'));
+    assert.equal(invoke!.readUInt32BE(9), 2);
+    assert.equal(invoke!.readDoubleBE(13), 1_700_000_000_000);
+    assert.equal(invoke![21], Buffer.byteLength('r-ü✓'));
+    // 0x02 | id | durationMs
+    assert.equal(reply![8], 0x02);
+    assert.equal(reply!.readUInt32BE(0), 13);
+    assert.equal(reply!.readDoubleBE(13), 1.5);
+  });
+
+  test('headers whose fields do not fit the binary form stay JSON and round trip', () => {
+    const inv = { t: 'invoke', id: 2, requestId: 'r', deadline: 5 };
+    const odd = [
+      { ...inv, extra: 1 },
+      { id: 2, t: 'invoke', requestId: 'r', deadline: 5 }, // another key order
+      { ...inv, id: -1 },
+      { ...inv, id: 2 ** 32 },
+      { ...inv, id: 1.5 },
+      { ...inv, id: '2' },
+      { ...inv, requestId: 'x'.repeat(256) },
+      { ...inv, requestId: 'é'.repeat(128) }, // 256 bytes of UTF-8
+      { ...inv, requestId: 7 },
+      { ...inv, deadline: Number.POSITIVE_INFINITY },
+      { t: 'reply', id: 2, ok: false, durationMs: 1, error: { type: 'E', message: 'm' } },
+      { t: 'reply', id: 2, ok: true, durationMs: 1, more: true },
+      { t: 'reply', id: 2, ok: true },
+    ];
+    for (const header of odd) {
+      const enc = encodeRuntimeFrame(header, Buffer.from('{}'));
+      assert.equal(enc[8], 0x7b, JSON.stringify(header));
+      const [f] = new RuntimeFrameDecoder().push(enc);
+      assert.deepEqual(f!.header, JSON.parse(JSON.stringify(header)));
+    }
+    // The longest request id that fits: 255 bytes.
+    const long = { ...inv, requestId: 'x'.repeat(255) };
+    const enc = encodeRuntimeFrame(long);
+    assert.equal(enc[8], 0x01);
+    assert.deepEqual(new RuntimeFrameDecoder().push(enc)[0]!.header, long);
+  });
+
+  test('the JSON form of an invoke and of an ok reply still decodes', () => {
+    for (const f of frames) {
+      const h = Buffer.from(JSON.stringify(f.header));
+      const prefix = Buffer.alloc(8);
+      prefix.writeUInt32BE(h.length, 0);
+      prefix.writeUInt32BE(f.body.length, 4);
+      assert.deepEqual(new RuntimeFrameDecoder().push(Buffer.concat([prefix, h, f.body])), [f]);
+    }
+  });
+
+  test('a malformed binary header throws RuntimeFrameError E_AGENT_PROTOCOL', () => {
+    const bad = (header: Buffer) => {
+      const prefix = Buffer.alloc(8);
+      prefix.writeUInt32BE(header.length, 0);
+      return Buffer.concat([prefix, header]);
+    };
+    const ok = encodeRuntimeFrame({ t: 'reply', id: 1, ok: true, durationMs: 1 }).subarray(8);
+    const inv = encodeRuntimeFrame({ t: 'invoke', id: 1, requestId: 'abc', deadline: 1 }).subarray(
+      8,
+    );
+    const nanDeadline = Buffer.from(inv);
+    nanDeadline.writeDoubleBE(Number.NaN, 5);
+    const wrongN = Buffer.from(inv);
+    wrongN[13] = 4;
+    for (const h of [
+      Buffer.from([0x02]),
+      ok.subarray(0, 12),
+      Buffer.concat([ok, Buffer.from([0])]),
+      Buffer.from([0x01]),
+      inv.subarray(0, 13),
+      inv.subarray(0, inv.length - 1),
+      wrongN,
+      nanDeadline,
+    ]) {
+      assert.throws(
+        () => new RuntimeFrameDecoder().push(bad(h)),
+        (e: unknown) => e instanceof RuntimeFrameError && e.code === 'E_AGENT_PROTOCOL',
+        h.toString('hex'),
+      );
     }
   });
 

@@ -5,10 +5,16 @@
 // Node.js functions: the runtime loads the handler and reads frames from a virtio-serial port
 // of its own (FUNCTION_PORT_NAME), so invocations skip the agent; it multiplexes them as small
 // length-prefixed frames, not HTTP: under TCG every byte of parsing in the guest costs.
-//   frame = u32 header length | u32 body length | header JSON | body
+//   frame = u32 header length | u32 body length | header | body
 //   host -> runtime: {t:'health', id} | {t:'invoke', id, requestId, deadline}  body = event JSON
 //   runtime -> host: {t:'health', id, ready, error?} | {t:'reply', id, ok, durationMs, error?}
 //                    body = result JSON (ok replies)
+// A header is JSON (first byte '{'), except for the two frames of every invocation, which have
+// fixed binary headers when their fields fit (parsing JSON is a tenth of the runtime's time per
+// invocation under TCG; these are a few reads):
+//   invoke    0x01 | u32 id | f64 deadline | u8 n | requestId (n bytes UTF-8)
+//   ok reply  0x02 | u32 id | f64 durationMs
+// Both decode to the same objects as their JSON form; the JSON form stays valid.
 // Image functions: the image's own HTTP server on IMAGE_PORT; requests pass through unchanged.
 
 /** The virtio-serial port a Node.js function's runtime reads and writes frames on. */
@@ -48,16 +54,99 @@ export const MAX_RUNTIME_FRAME = 16 * 1024 * 1024;
 
 export function encodeRuntimeFrame(header: object, body: Buffer | string = EMPTY): Buffer {
   // One allocation and no intermediate copies: under TCG every copy in the guest costs.
-  const h = JSON.stringify(header);
-  const hl = Buffer.byteLength(h);
   const bl = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+  const bin = binaryHeader(header as Record<string, unknown>);
+  const h = bin === null ? JSON.stringify(header) : '';
+  const hl = bin === null ? Buffer.byteLength(h) : bin.length;
   const out = Buffer.allocUnsafe(8 + hl + bl);
   out.writeUInt32BE(hl, 0);
   out.writeUInt32BE(bl, 4);
-  out.write(h, 8, 'utf8');
+  if (bin === null) out.write(h, 8, 'utf8');
+  else writeBinaryHeader(out, 8, bin);
   if (typeof body === 'string') out.write(body, 8 + hl, 'utf8');
   else body.copy(out, 8 + hl);
   return out;
+}
+
+const TAG_INVOKE = 0x01;
+const TAG_OK_REPLY = 0x02;
+const MAX_BINARY_REQUEST_ID = 255;
+
+type BinaryHeader =
+  | { length: number; tag: typeof TAG_INVOKE; id: number; f: number; requestId: string; n: number }
+  | { length: number; tag: typeof TAG_OK_REPLY; id: number; f: number };
+
+const isU32 = (v: unknown): v is number =>
+  Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff;
+
+/**
+ * The binary form of a header, or null when it has none: exactly the fields of an invoke or of
+ * an ok reply, in their order, each of a type that survives the trip (the JSON form keeps
+ * everything else, and a header with an extra field).
+ */
+function binaryHeader(h: Record<string, unknown>): BinaryHeader | null {
+  if (h.t === 'invoke') {
+    const { id, deadline, requestId } = h;
+    if (!isU32(id) || typeof deadline !== 'number' || !Number.isFinite(deadline)) return null;
+    if (typeof requestId !== 'string' || requestId.length > MAX_BINARY_REQUEST_ID) return null;
+    const n = Buffer.byteLength(requestId);
+    if (n > MAX_BINARY_REQUEST_ID || !sameKeys(h, INVOKE_KEYS)) return null;
+    return { length: 14 + n, tag: TAG_INVOKE, id, f: deadline, requestId, n };
+  }
+  if (h.t === 'reply' && h.ok === true) {
+    const { id, durationMs } = h;
+    if (!isU32(id) || typeof durationMs !== 'number' || !Number.isFinite(durationMs)) return null;
+    if (!sameKeys(h, OK_REPLY_KEYS)) return null;
+    return { length: 13, tag: TAG_OK_REPLY, id, f: durationMs };
+  }
+  return null;
+}
+
+const INVOKE_KEYS = ['t', 'id', 'requestId', 'deadline'];
+const OK_REPLY_KEYS = ['t', 'id', 'ok', 'durationMs'];
+
+function sameKeys(h: Record<string, unknown>, keys: string[]): boolean {
+  let n = 0;
+  for (const k in h) {
+    if (k !== keys[n]) return false;
+    n++;
+  }
+  return n === keys.length;
+}
+
+function writeBinaryHeader(out: Buffer, at: number, b: BinaryHeader): void {
+  out[at] = b.tag;
+  out.writeUInt32BE(b.id, at + 1);
+  out.writeDoubleBE(b.f, at + 5);
+  if (b.tag === TAG_INVOKE) {
+    out[at + 13] = b.n;
+    out.write(b.requestId, at + 14, 'utf8');
+  }
+}
+
+/** The header of a binary frame at buf[at, at + hl), or a RuntimeFrameError. */
+function readBinaryHeader(buf: Buffer, at: number, hl: number): Record<string, unknown> {
+  const tag = buf[at];
+  if (tag === TAG_OK_REPLY && hl === 13) {
+    return {
+      t: 'reply',
+      id: buf.readUInt32BE(at + 1),
+      ok: true,
+      durationMs: buf.readDoubleBE(at + 5),
+    };
+  }
+  if (tag === TAG_INVOKE && hl >= 14 && hl === 14 + buf[at + 13]!) {
+    const deadline = buf.readDoubleBE(at + 5);
+    if (Number.isFinite(deadline)) {
+      return {
+        t: 'invoke',
+        id: buf.readUInt32BE(at + 1),
+        requestId: buf.toString('utf8', at + 14, at + hl),
+        deadline,
+      };
+    }
+  }
+  throw new RuntimeFrameError('E_AGENT_PROTOCOL', 'runtime frame has a malformed binary header');
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -100,10 +189,15 @@ export class RuntimeFrameDecoder {
       const end = off + 8 + hl + bl;
       if (buf.length < end) break;
       let header: unknown;
-      try {
-        header = JSON.parse(buf.toString('utf8', off + 8, off + 8 + hl));
-      } catch {
-        throw new RuntimeFrameError('E_AGENT_PROTOCOL', 'runtime frame header is not valid JSON');
+      const first = hl > 0 ? buf[off + 8] : undefined;
+      if (first === TAG_INVOKE || first === TAG_OK_REPLY) {
+        header = readBinaryHeader(buf, off + 8, hl);
+      } else {
+        try {
+          header = JSON.parse(buf.toString('utf8', off + 8, off + 8 + hl));
+        } catch {
+          throw new RuntimeFrameError('E_AGENT_PROTOCOL', 'runtime frame header is not valid JSON');
+        }
       }
       if (typeof header !== 'object' || header === null || Array.isArray(header))
         throw new RuntimeFrameError('E_AGENT_PROTOCOL', 'runtime frame header is not an object');
