@@ -574,17 +574,27 @@ export class Instance {
     this.lastUsed = Date.now();
   }
 
-  /** The exchange against the timeout and the death of the function process. */
-  private async race<T>(
+  /**
+   * The exchange against the timeout and the death of the function process. One promise per
+   * invocation (this runs for every one, and each promise is garbage and async-hook work): no
+   * then() on the instance's exit promise either, which would stay attached to it for the
+   * instance's whole life, one per invocation served. The first of the three settles it.
+   */
+  private race<T>(
     p: Promise<T>,
     timeoutMs: number,
   ): Promise<{ value: T } | { outcome: InvokeOutcome }> {
-    let timer: NodeJS.Timeout | undefined;
-    let cancelDeath = () => {};
-    // One promise per invocation for both ends: a then() on the instance's exit promise would
-    // stay attached to it for the instance's whole life, one per invocation served.
-    const ended = new Promise<{ outcome: InvokeOutcome }>((resolve) => {
-      timer = setTimeout(async () => {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let cancelDeath = () => {};
+      const settle = () => {
+        if (settled) return false;
+        settled = true;
+        clearTimeout(timer);
+        cancelDeath();
+        return true;
+      };
+      const timer = setTimeout(async () => {
         const diag = await this.diagnose();
         this.spec.onOutput({
           requestId: null,
@@ -592,25 +602,29 @@ export class Instance {
           line: `invocation timed out after ${timeoutMs} ms on instance ${this.id} (${this.inflight} in flight); replacing it. guest: ${diag}`,
         });
         this.markBroken('an invocation ran past its timeout');
-        resolve({
-          outcome: {
-            status: 'timeout',
-            error: new IsolaError(
-              'E_FUNCTION_TIMEOUT',
-              `the function did not finish within its timeout of ${timeoutMs / 1000} s`,
-            ),
-          },
-        });
+        if (settle())
+          resolve({
+            outcome: {
+              status: 'timeout',
+              error: new IsolaError(
+                'E_FUNCTION_TIMEOUT',
+                `the function did not finish within its timeout of ${timeoutMs / 1000} s`,
+              ),
+            },
+          });
       }, timeoutMs);
-      cancelDeath = this.onDeath((s) => resolve({ outcome: this.deathOutcome(s) }));
+      cancelDeath = this.onDeath((s) => {
+        if (settle()) resolve({ outcome: this.deathOutcome(s) });
+      });
+      p.then(
+        (value) => {
+          if (settle()) resolve({ value });
+        },
+        (err: unknown) => {
+          if (settle()) reject(err);
+        },
+      );
     });
-    p.catch(() => undefined);
-    try {
-      return await Promise.race([p.then((value) => ({ value })), ended]);
-    } finally {
-      clearTimeout(timer);
-      cancelDeath();
-    }
   }
 
   /** What the guest looks like when an invocation overran (for the operator's log). */

@@ -66,6 +66,29 @@ describe('Counter', () => {
   });
 });
 
+describe('label keys', () => {
+  test('label sets whose names and values concatenate alike stay apart', () => {
+    const c = new Counter('isola_x_total', 'X.');
+    c.inc({ a: 'b', c: 'd' });
+    c.inc({ a: 'bc', '': 'd' } as Record<string, string>);
+    c.inc({ ab: 'cd' });
+    c.inc({ a: '1:b1:c1:d' });
+    assert.equal(c.get({ a: 'b', c: 'd' }), 1);
+    assert.equal(c.get({ ab: 'cd' }), 1);
+    assert.equal(c.get({ a: '1:b1:c1:d' }), 1);
+    assert.equal(c.render().split('\n').length, 2 + 4);
+  });
+
+  test('the same label set in another key order, many times over, is one series', () => {
+    const c = new Counter('isola_y_total', 'Y.');
+    for (let i = 0; i < 1000; i++) {
+      c.inc(i % 2 ? { fn: 'f', tenant: 't' } : { tenant: 't', fn: 'f' });
+    }
+    assert.equal(c.get({ fn: 'f', tenant: 't' }), 1000);
+    assert.equal(c.render().split('\n')[2], 'isola_y_total{fn="f",tenant="t"} 1000');
+  });
+});
+
 describe('Gauge', () => {
   test('values are collected at render time', () => {
     let n = 1;

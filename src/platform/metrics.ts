@@ -4,7 +4,7 @@
 
 type Labels = Record<string, string>;
 
-const key = (labels: Labels) =>
+const render = (labels: Labels) =>
   Object.keys(labels)
     .sort()
     .map(
@@ -12,6 +12,31 @@ const key = (labels: Labels) =>
         `${k}="${String(labels[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`,
     )
     .join(',');
+
+/** Rendered label sets by a raw key of their names and values, as given (bounded). */
+const rendered = new Map<string, string>();
+const RENDERED_MAX = 10_000;
+
+/**
+ * The series key of a label set: its names sorted, values escaped, as the exposition format
+ * writes them. Every invocation updates several series, so the rendering (a sort and three
+ * regular expressions per label) is looked up by a raw key instead of redone.
+ */
+const key = (labels: Labels): string => {
+  let raw = '';
+  // Length-prefixed, so no two label sets share a raw key whatever their values hold.
+  for (const k in labels) {
+    const v = String(labels[k]);
+    raw += `${k.length}:${k}${v.length}:${v}`;
+  }
+  let k = rendered.get(raw);
+  if (k === undefined) {
+    k = render(labels);
+    if (rendered.size >= RENDERED_MAX) rendered.clear();
+    rendered.set(raw, k);
+  }
+  return k;
+};
 
 abstract class Metric {
   constructor(
