@@ -1,7 +1,7 @@
 // The Node.js function runtime, run inside the guest by the host's instance manager:
 //   node --max-old-space-size=N fn-runtime.js      (env: ISOLA_FN_HANDLER, ISOLA_FN_NAME, ...)
-// It loads the handler module from the code bundle (TASK_DIR) and serves invocations over HTTP
-// on the guest's loopback (protocol/function.ts has the contract). Output of the handler is
+// It loads the handler module from the code bundle (TASK_DIR) and serves invocations as frames
+// on a virtio-serial port of its own (protocol/function.ts has the contract). Output of the handler is
 // tagged with the request it belongs to (AsyncLocalStorage), one JSON line per write, so the
 // host can file every log line under its request id even with concurrent invocations.
 

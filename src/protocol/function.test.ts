@@ -170,6 +170,17 @@ describe('runtime frames', () => {
     assert.equal(f!.body.toString(), 'abc');
   });
 
+  test('a partial frame kept between pushes is a copy: reusing the chunk does not change it', () => {
+    const enc = encodeRuntimeFrame({ t: 'health', id: 3 }, Buffer.from('xyz'));
+    const d = new RuntimeFrameDecoder();
+    const head = Buffer.from(enc.subarray(0, 12));
+    assert.deepEqual(d.push(head), []);
+    head.fill(0);
+    const [f] = d.push(enc.subarray(12));
+    assert.deepEqual(f!.header, { t: 'health', id: 3 });
+    assert.equal(f!.body.toString(), 'xyz');
+  });
+
   test('an oversized frame throws as soon as its prefix is seen', () => {
     const prefix = Buffer.alloc(8);
     prefix.writeUInt32BE(100, 0);

@@ -10,8 +10,9 @@
 //   runtime -> host: {t:'health', id, ready, error?} | {t:'reply', id, ok, durationMs, error?}
 //                    body = result JSON (ok replies)
 // A header is JSON (first byte '{'), except for the two frames of every invocation, which have
-// fixed binary headers when their fields fit (parsing JSON is a tenth of the runtime's time per
-// invocation under TCG; these are a few reads):
+// fixed binary headers when their fields fit: a few reads instead of JSON parse and stringify
+// on every invocation (the decoder and encoder were among the largest items of the runtime's
+// V8 profile under TCG; `npm run bench:guest` takes that profile):
 //   invoke    0x01 | u32 id | f64 deadline | u8 n | requestId (n bytes UTF-8)
 //   ok reply  0x02 | u32 id | f64 durationMs
 // Both decode to the same objects as their JSON form; the JSON form stays valid.
@@ -208,7 +209,14 @@ export class RuntimeFrameDecoder {
       });
       off = end;
     }
-    this.buf = off === 0 ? buf : off === buf.length ? EMPTY : buf.subarray(off);
+    // What is left of a frame is kept; a copy when it is still the caller's chunk, which the
+    // caller may reuse (as for bodies).
+    this.buf =
+      off === buf.length
+        ? EMPTY
+        : buf === chunk
+          ? Buffer.from(buf.subarray(off))
+          : buf.subarray(off);
     return out;
   }
 }

@@ -33,7 +33,7 @@ export class GroupCommit<T> {
     });
   }
 
-  /** Records waiting or being written. */
+  /** Records waiting for their batch (not those of a batch being written). */
   get pending(): number {
     return this.queue.length;
   }

@@ -285,7 +285,6 @@ function where(conds: Array<[string, SqlValue[]] | null>): { sql: string; params
   };
 }
 
-/** Rethrows a unique violation with a message that names the resource. */
 const INSERT_INVOCATION = `INSERT INTO invocations (${INVOCATION_COLS}) VALUES (${marks(12)})`;
 
 function invocationParams(r: InvocationRecord): SqlValue[] {
@@ -305,6 +304,7 @@ function invocationParams(r: InvocationRecord): SqlValue[] {
   ];
 }
 
+/** Rethrows a unique violation with a message that names the resource. */
 async function conflictAs<T>(p: Promise<T>, message: string): Promise<T> {
   try {
     return await p;
