@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Counter, Gauge, Histogram, Registry, SECONDS_BUCKETS } from './metrics.js';
+import {
+  Counter,
+  GC_BUCKETS,
+  Gauge,
+  Histogram,
+  Registry,
+  SECONDS_BUCKETS,
+  observeGc,
+} from './metrics.js';
 
 /** One exposition line: name, optional {labels}, value. Label values: any char but " \ newline, or escapes. */
 const SAMPLE =
@@ -169,5 +177,29 @@ describe('Registry', () => {
 
   test('an empty registry renders a single newline', () => {
     assert.equal(new Registry().render(), '\n');
+  });
+});
+
+describe('observeGc', () => {
+  test("the process's scavenges are counted under kind minor, and stop when stopped", async () => {
+    const h = new Histogram('isola_gc_pause_seconds', 'GC.', GC_BUCKETS);
+    const stop = observeGc(h);
+    const churn = () => {
+      // ~100 MB of short-lived objects: several scavenges of the young generation
+      let keep = 0;
+      for (let i = 0; i < 200_000; i++) keep += new Array(64).fill(i).length;
+      return keep;
+    };
+    const minorCount = () =>
+      Number(/isola_gc_pause_seconds_count\{kind="minor"\} (\d+)/.exec(h.render())?.[1] ?? 0);
+    churn();
+    await new Promise((r) => setTimeout(r, 50)); // entries are delivered after the fact
+    const seen = minorCount();
+    assert.ok(seen > 0, h.render());
+    checkText(`${h.render()}\n`);
+    stop();
+    churn();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(minorCount(), seen);
   });
 });

@@ -2,6 +2,8 @@
 // (set or computed at scrape time) and histograms, each with labels. Label values are escaped;
 // metric names are fixed in code, never taken from input. Never label with secrets or keys.
 
+import { constants, PerformanceObserver } from 'node:perf_hooks';
+
 type Labels = Record<string, string>;
 
 const render = (labels: Labels) =>
@@ -136,4 +138,33 @@ export class Registry {
   render(): string {
     return `${this.metrics.map((m) => m.render()).join('\n')}\n`;
   }
+}
+
+/** Buckets in seconds for garbage-collection pauses: 0.1 ms .. 1 s. */
+export const GC_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+];
+
+const GC_KINDS: Record<number, string> = {
+  [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+  [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+  [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+};
+
+/**
+ * This process's garbage-collection pauses into `h`, by kind (minor: a scavenge of the young
+ * generation; major: a mark-compact): a server's latency tail is often its collector's.
+ * Returns the stop.
+ */
+export function observeGc(h: Histogram): () => void {
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const detail = (e as { detail?: { kind?: number } }).detail;
+      const kind = GC_KINDS[detail?.kind ?? -1] ?? 'other';
+      h.observe({ kind }, e.duration / 1000);
+    }
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  return () => obs.disconnect();
 }

@@ -27,7 +27,7 @@ import {
 import { Instance, type InvokeOutcome } from './instance.js';
 import { DUMMY_HASH, newKey, parseKey, secretMatches } from './keys.js';
 import { LogSink } from './logs.js';
-import { Counter, Gauge, Histogram, Registry } from './metrics.js';
+import { Counter, GC_BUCKETS, Gauge, Histogram, Registry, observeGc } from './metrics.js';
 import { type GroupSpec, type Lease, Pool } from './pool.js';
 import { ReadCache, cachingStore } from './read-cache.js';
 import { DEFAULT_ALIAS, parseTarget, pickVersion } from './routing.js';
@@ -98,6 +98,7 @@ export class Platform {
   private readonly meterLog: GroupCommit<InvocationRecord>;
   readonly metrics = new Registry();
   private readonly box: SecretBox;
+  private readonly stopGc: () => void;
   private readonly tenantCache = new Map<string, Tenant>();
   /** Per-tenant concurrency quota, with a bounded queue (admission.ts). */
   readonly admission = new AdmissionGate();
@@ -133,6 +134,13 @@ export class Platform {
     queueWait: this.metrics.add(
       new Histogram('isola_queue_wait_seconds', 'Time requests waited for a busy instance.'),
     ),
+    gc: this.metrics.add(
+      new Histogram(
+        'isola_gc_pause_seconds',
+        "The server process's garbage-collection pauses by kind (minor: scavenge, major: mark-compact).",
+        GC_BUCKETS,
+      ),
+    ),
     throttled: this.metrics.add(
       new Counter('isola_throttled_total', 'Requests refused with 429, by reason.'),
     ),
@@ -149,6 +157,7 @@ export class Platform {
             process.stderr.write(`isola: ${l}\n`),
           )
         : null;
+    this.stopGc = observeGc(this.m.gc);
     this.box = SecretBox.load(opts.dataDir);
     this.logs = new LogSink(this.store);
     this.audit = new AuditLog(this.store);
@@ -925,6 +934,7 @@ export class Platform {
     await this.audit.flush();
     await this.store.close();
     this.images?.close?.();
+    this.stopGc();
   }
 
   get isDraining(): boolean {
