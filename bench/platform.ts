@@ -8,6 +8,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../src/util/ports.js';
@@ -112,24 +113,70 @@ async function main(): Promise<void> {
         '',
       ].join('\n'),
     );
-    // Where the machine's CPU went during a run: the gateway's process and every VMM (percent of
-    // one CPU; the guest's vCPU thread is most of a VMM's), from /proc/PID/stat.
-    const ticks = (pid: number) => {
+    // Where the machine's CPU went during a run: the gateway's process, every VMM (the guest's
+    // vCPU thread is most of a VMM's) and wrk (this process's waited-for children: wrk is the
+    // only child spawnSync waits for during a run), in clock ticks from /proc/PID/stat.
+    const ticks = (pid: number | 'self', children = false) => {
       try {
         const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
         const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
-        return Number(x[11]) + Number(x[12]);
+        // utime + stime, or cutime + cstime
+        return children ? Number(x[13]) + Number(x[14]) : Number(x[11]) + Number(x[12]);
       } catch {
         return 0;
       }
     };
-    // wrk's own CPU: this process's waited-for children (cutime + cstime); wrk is the only child
-    // spawnSync waits for during a run.
-    const childTicks = () => {
-      const f = readFileSync('/proc/self/stat', 'utf8');
-      const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
-      return Number(x[13]) + Number(x[14]);
+    const childTicks = () => ticks('self', true);
+    // The gateway's garbage-collection pauses (isola_gc_pause_seconds on its /metrics): count
+    // and total seconds by kind.
+    const gcNow = async () => {
+      // A connection of its own: a pooled keep-alive socket idle since the loops above was
+      // closed under fetch once ("other side closed").
+      const text = await new Promise<string>((resolve, reject) => {
+        http
+          .get(
+            `${url}/metrics`,
+            { agent: false, headers: { authorization: `Bearer ${srv.admin}` } },
+            (res) => {
+              let b = '';
+              res.setEncoding('utf8');
+              res.on('data', (d: string) => {
+                b += d;
+              });
+              res.on('end', () => resolve(b));
+            },
+          )
+          .on('error', reject);
+      });
+      const by: Record<string, { n: number; s: number }> = {};
+      for (const m of text.matchAll(
+        /^isola_gc_pause_seconds_(count|sum)\{kind="(\w+)"\} (\S+)$/gm,
+      )) {
+        by[m[2]!] ??= { n: 0, s: 0 };
+        if (m[1] === 'count') by[m[2]!]!.n = Number(m[3]);
+        else by[m[2]!]!.s = Number(m[3]);
+      }
+      return by;
     };
+    const gcDelta = (
+      a: Awaited<ReturnType<typeof gcNow>>,
+      b: Awaited<ReturnType<typeof gcNow>>,
+      secs: number,
+    ) =>
+      Object.fromEntries(
+        Object.entries(b).map(([kind, x]) => {
+          const n = x.n - (a[kind]?.n ?? 0);
+          const s = x.s - (a[kind]?.s ?? 0);
+          return [
+            kind,
+            {
+              perSecond: Math.round((n / secs) * 10) / 10,
+              meanPauseMs: n > 0 ? Math.round((s / n) * 1e5) / 100 : 0,
+              pausedPercent: Math.round((s / secs) * 1e4) / 100,
+            },
+          ];
+        }),
+      );
     const vmmPids = () =>
       spawnSync('pgrep', ['-x', 'qemu-system-x86'], { encoding: 'utf8' })
         .stdout.split('\n')
@@ -206,12 +253,18 @@ async function main(): Promise<void> {
     process.stderr.write(
       `[bench] warm-up, ${WARMUP_SECONDS} s at 8 connections: ${runWrk(8, invokeUrl, WARMUP_SECONDS).rps} req/s\n`,
     );
-    if (WRK_ONLY) {
-      for (const c of WRK_ONLY) {
-        for (let i = 0; i < (c === 8 ? C8_RUNS : 1); i++) {
-          process.stderr.write(`[bench] wrk -c ${c}: ${JSON.stringify(runWrk(c, invokeUrl))}\n`);
-        }
+    type Run = ReturnType<typeof runWrk>;
+    /** wrk at `c` connections through the gateway: C8_RUNS runs at 8 (the target), else one. */
+    const load = (c: number): Run[] => {
+      const got: Run[] = [];
+      for (let i = 0; i < (c === 8 ? C8_RUNS : 1); i++) {
+        got.push(runWrk(c, invokeUrl));
+        process.stderr.write(`[bench] wrk -c ${c}: ${JSON.stringify(got[i])}\n`);
       }
+      return got;
+    };
+    if (WRK_ONLY) {
+      for (const c of WRK_ONLY) load(c);
       return;
     }
     for (const clients of [1, 8]) {
@@ -278,20 +331,29 @@ async function main(): Promise<void> {
       peer.kill('SIGKILL');
     }
     const wrk: Record<string, unknown> = {};
-    const c8Runs: Array<ReturnType<typeof runWrk>> = [];
+    let c8Runs: Run[] = [];
+    let gatewayGc: ReturnType<typeof gcDelta> | null = null;
     for (const c of [1, 8, 32]) {
-      const runs = c === 8 ? C8_RUNS : 1;
-      const got: Array<ReturnType<typeof runWrk>> = [];
-      for (let i = 0; i < runs; i++) {
-        got.push(runWrk(c, invokeUrl));
-        process.stderr.write(`[bench] wrk -c ${c}: ${JSON.stringify(got[i])}\n`);
-      }
+      const gc0 = c === 8 ? await gcNow() : null;
+      const t0 = performance.now();
+      const got = load(c);
+      if (gc0) gatewayGc = gcDelta(gc0, await gcNow(), (performance.now() - t0) / 1000);
       // The run with the median overhead p50 stands for the load (runs sorted by it).
       got.sort((a, b) => (a.overheadMs?.p50 ?? 0) - (b.overheadMs?.p50 ?? 0));
       wrk[`c${c}`] = got[Math.floor((got.length - 1) / 2)];
-      if (c === 8) c8Runs.push(...got);
+      if (c === 8) c8Runs = got;
     }
     wrk.c8Runs = c8Runs;
+    const c8p99 = c8Runs.map((x) => x.overheadMs?.p99 ?? Number.NaN);
+    const c8Summary = {
+      runs: c8Runs.length,
+      overheadP50Median: percentile(
+        c8Runs.map((x) => x.overheadMs?.p50 ?? Number.NaN),
+        50,
+      ),
+      overheadP99Median: percentile(c8p99, 50),
+      runsWithP99AtMost10Ms: c8p99.filter((x) => x <= 10).length,
+    };
     const result = {
       when: new Date().toISOString(),
       host: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? '' },
@@ -300,6 +362,9 @@ async function main(): Promise<void> {
       coldStartMs: Math.round(cold.ms),
       loops,
       wrk,
+      c8Summary,
+      // the gateway's garbage collection over the runs at 8 connections (its /metrics)
+      gatewayGc,
       peerHostNodeWrk: peerWrk,
     };
     const L = loops as Record<
@@ -347,7 +412,16 @@ async function main(): Promise<void> {
         return `| peer: same handler, plain Node.js HTTP server on the host, wrk -c ${c} | ${x.rps} | ${x.latencyMs.p50} | ${x.latencyMs.p99} | - | - | ${x.errors} | - |`;
       }),
       '',
-      `wrk -c 8 ran ${c8Runs.length} times; the row is the run with the median overhead p50. All runs (requests/s, overhead p50 / p99 ms, CPU gateway / VMMs / wrk): ${c8Runs.map((x) => `${x.rps} (${x.overheadMs?.p50} / ${x.overheadMs?.p99}; ${x.cpuPercent.gateway} / ${x.cpuPercent.vmm} / ${x.cpuPercent.wrk})`).join(', ')}.`,
+      `wrk -c 8 ran ${c8Runs.length} times; the row is the run with the median overhead p50. Over the runs: overhead p50 median ${c8Summary.overheadP50Median} ms, p99 median ${c8Summary.overheadP99Median} ms, p99 at most 10 ms in ${c8Summary.runsWithP99AtMost10Ms} of ${c8Summary.runs}. All runs (requests/s, overhead p50 / p99 ms, gateway part p99 / relay part p99 ms, CPU gateway / VMMs / wrk): ${c8Runs.map((x) => `${x.rps} (${x.overheadMs?.p50} / ${x.overheadMs?.p99}; ${x.gatewayMs?.p99} / ${x.relayMs?.p99}; ${x.cpuPercent.gateway} / ${x.cpuPercent.vmm} / ${x.cpuPercent.wrk})`).join(', ')}.`,
+      '',
+      `The gateway's garbage collection over those runs (isola_gc_pause_seconds): ${Object.entries(
+        gatewayGc ?? {},
+      )
+        .map(
+          ([k, g]) =>
+            `${k} ${g.perSecond}/s, mean pause ${g.meanPauseMs} ms (${g.pausedPercent} % of the time)`,
+        )
+        .join('; ')}.`,
       '',
       `Of the overhead at 1 client (p50): gateway on the host ${L.clients1!.gatewayMs.p50} ms (HTTP, auth, store lookups, pool, metering write), host-guest relay and runtime ${L.clients1!.relayMs.p50} ms.`,
       '',
@@ -362,6 +436,9 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`${String(err)}\n`);
+  const cause = (err as { cause?: unknown }).cause;
+  process.stderr.write(
+    `${(err as Error).stack ?? String(err)}${cause ? `\ncause: ${String(cause)}` : ''}\n`,
+  );
   process.exitCode = 1;
 });

@@ -15,6 +15,8 @@ export interface BenchServer {
   proc: ChildProcess;
   /** A key of the tenant `bench`. */
   key: string;
+  /** The admin key (for /metrics). */
+  admin: string;
 }
 
 export async function startServer(
@@ -56,7 +58,7 @@ export async function startServer(
   };
   await post('/v1/tenants', { name: 'bench', maxConcurrency: 1000 });
   const { key } = (await post('/v1/keys', { tenant: 'bench' })) as { key: string };
-  return { url, dir, proc, key };
+  return { url, dir, proc, key, admin };
 }
 
 /** SIGTERM (the server drains and stops its instances), then remove its data dir. */
@@ -70,13 +72,17 @@ export async function stopServer(s: BenchServer): Promise<void> {
   rmSync(s.dir, { recursive: true, force: true });
 }
 
-/** Deploy bench/functions/noop as `name` with the given settings (x-isola-config). */
+/**
+ * Deploy bench/functions/<fn> (noop unless told) as `name` with the given settings
+ * (x-isola-config).
+ */
 export async function deployNoop(
   s: BenchServer,
   name: string,
   config: Record<string, unknown>,
+  fn = 'noop',
 ): Promise<void> {
-  const tar = spawnSync('tar', ['-C', path.join(ROOT, 'bench/functions/noop'), '-c', '.']).stdout;
+  const tar = spawnSync('tar', ['-C', path.join(ROOT, 'bench/functions', fn), '-c', '.']).stdout;
   const r = await fetch(`${s.url}/v1/functions/${name}/versions`, {
     method: 'POST',
     headers: {
