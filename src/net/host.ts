@@ -84,8 +84,7 @@ export function feed(cmd: string, args: string[], input: string, what: string): 
     // that never reads stdin) makes this write fail with EPIPE: its exit status and stderr,
     // reported above, say what happened; an unhandled 'error' here would take the process down.
     child.stdin?.on('error', () => {});
-    if (input.length > 0) child.stdin?.end(input);
-    else child.stdin?.end();
+    child.stdin?.end(input);
   });
 }
 

@@ -872,12 +872,10 @@ export class RuntimeChannel {
           reject(e);
         },
       });
-      // An invoke's fields in their order take the binary header (protocol/function.ts).
-      const header =
-        req.t === 'invoke'
-          ? { t: req.t, id, requestId: req.requestId, deadline: req.deadline }
-          : { ...req, id };
-      this.send(encodeRuntimeFrame(header, body));
+      // The id second, as the frames' field order has it (an invoke in that order takes the
+      // binary header, protocol/function.ts).
+      const { t, ...fields } = req;
+      this.send(encodeRuntimeFrame({ t, id, ...fields }, body));
     });
   }
 
