@@ -16,6 +16,11 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { IsolaError } from '../../errors.js';
+import {
+  DEFAULT_WAL_CHECKPOINTER,
+  WalCheckpointer,
+  type WalCheckpointerOptions,
+} from './wal-checkpointer.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 export type SqlValue = string | number | null;
@@ -36,6 +41,10 @@ export interface Db {
 
 /** Other processes holding SQLite's write lock are waited for this long before E_DB. */
 export const SQLITE_BUSY_TIMEOUT_MS = 10_000;
+/** SQLite's own default, for a connection that checkpoints by itself again. */
+const SQLITE_AUTOCHECKPOINT_PAGES = 1000;
+/** A write-ahead log larger than this is truncated when it starts over. */
+const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 /** Opening a PostgreSQL connection gives up after this long. */
 export const PG_CONNECT_TIMEOUT_MS = 10_000;
 /** Connections in the PostgreSQL pool. */
@@ -223,6 +232,7 @@ class SqliteDb implements Db {
     private readonly conn: SqliteConn,
     private readonly mutex: Mutex,
     private readonly file: string,
+    private readonly wal: WalCheckpointer | null,
   ) {}
 
   all<T>(sql: string, params?: readonly SqlValue[]): Promise<T[]> {
@@ -234,39 +244,89 @@ class SqliteDb implements Db {
   }
 
   run(sql: string, params?: readonly SqlValue[]): Promise<{ changes: number }> {
-    return this.mutex.with(() => this.conn.run(sql, params));
+    return this.mutex.with(() => this.write(() => this.conn.run(sql, params)));
   }
 
   tx<T>(fn: (db: Db) => Promise<T>): Promise<T> {
-    return this.mutex.with(() => this.conn.transaction(fn));
+    return this.mutex.with(() => this.write(() => this.conn.transaction(fn)));
+  }
+
+  walStats(): WalCheckpointer['stats'] | null {
+    return this.wal?.stats ?? null;
+  }
+
+  /** A write, with the mutex held: the log is started over first when due (wal-checkpointer.ts). */
+  private async write<T>(fn: () => Promise<T>): Promise<T> {
+    const wal = this.wal;
+    if (wal === null) return fn();
+    const due = wal.beforeWrite();
+    if (due !== null) await due;
+    try {
+      return await fn();
+    } finally {
+      wal.wrote();
+    }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // Let a running transaction finish first.
-    await this.mutex.with(() => this.conn.close());
+    // Let a running transaction finish first; the checkpointer's connection closes before this
+    // one, so the last to close checkpoints the log and removes it.
+    await this.mutex.with(async () => {
+      await this.wal?.close();
+      await this.conn.close();
+    });
     dropFileMutex(this.file);
   }
 }
 
+/** What a SQLite handle's checkpoint worker did; null for other databases or without one. */
+export function walCheckpointStats(db: Db): WalCheckpointer['stats'] | null {
+  return db instanceof SqliteDb ? db.walStats() : null;
+}
+
 /** Opens (creating when missing) the SQLite database at `file`. */
-export function openSqliteDb(file: string): Db {
+export function openSqliteDb(
+  file: string,
+  opts: { checkpoints?: WalCheckpointerOptions } = {},
+): Db {
   const resolved = path.resolve(file);
   let raw: Database.Database;
+  let wal = false;
   try {
     raw = new Database(resolved, { timeout: SQLITE_BUSY_TIMEOUT_MS });
-    raw.pragma('journal_mode = WAL');
+    wal = raw.pragma('journal_mode = WAL', { simple: true }) === 'wal';
     // WAL with NORMAL is durable against application crashes and keeps the database
     // consistent across power loss (the last commits may be lost then).
     raw.pragma('synchronous = NORMAL');
     raw.pragma('foreign_keys = ON');
+    if (wal) {
+      // Checkpoints are the worker's (wal-checkpointer.ts); a log that grew large under load
+      // is cut back to this size when it starts over.
+      raw.pragma('wal_autocheckpoint = 0');
+      raw.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
+    }
   } catch (err) {
     throw new IsolaError('E_DB', `cannot open SQLite database ${resolved}: ${messageOf(err)}`, {
       cause: err,
     });
   }
-  return new SqliteDb(new SqliteConn(raw), takeFileMutex(resolved), resolved);
+  const opened = raw;
+  const checkpointer = wal
+    ? new WalCheckpointer(
+        resolved,
+        () => {
+          try {
+            opened.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`);
+          } catch {
+            // closed meanwhile: nothing left to checkpoint for
+          }
+        },
+        opts.checkpoints ?? DEFAULT_WAL_CHECKPOINTER,
+      )
+    : null;
+  return new SqliteDb(new SqliteConn(raw), takeFileMutex(resolved), resolved, checkpointer);
 }
 
 // ---------------------------------------------------------------------------------------------
