@@ -4,7 +4,6 @@
 // requests get 503, running invocations finish (up to a grace period), then every instance is
 // stopped.
 
-import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { IsolaError, toIsolaError } from '../errors.js';
@@ -21,6 +20,7 @@ import {
   sendError,
 } from './http.js';
 import { RATE_LIMIT_DEFAULTS, type RateLimits } from './limits.js';
+import { RequestIds } from './request-id.js';
 import { type Ctx, type Route, compile, match } from './router.js';
 import { aliasRoutes } from './routes/aliases.js';
 import { auditRoutes } from './routes/audit.js';
@@ -52,17 +52,10 @@ const AUDIT_TEXT_MAX = 256;
 /** Time running invocations get to finish on shutdown before their instances are stopped. */
 export const SHUTDOWN_GRACE_MS = 30_000;
 
-/** Random bytes for request ids, drawn 4 KiB at a time (one CSPRNG call per 409 ids). */
-let idBytes = Buffer.alloc(0);
-let idOffset = 0;
+const requestIds = new RequestIds();
 
 export function newRequestId(): string {
-  if (idOffset + 10 > idBytes.length) {
-    idBytes = randomBytes(4096);
-    idOffset = 0;
-  }
-  idOffset += 10;
-  return `req_${idBytes.toString('hex', idOffset - 10, idOffset)}`;
+  return requestIds.next();
 }
 
 /**
