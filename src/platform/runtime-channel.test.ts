@@ -68,3 +68,114 @@ test('RuntimeChannel: invokes go out with binary headers, replies resolve the ma
     close();
   }
 });
+
+/** A runtime that answers only when told to: `reply(id)`; `seen` lists the invoke ids it got. */
+function heldRuntime(runtime: net.Socket) {
+  const d = new RuntimeFrameDecoder();
+  const seen: number[] = [];
+  const waiters: (() => void)[] = [];
+  runtime.on('data', (chunk: Buffer) => {
+    for (const f of d.push(chunk)) seen.push((f.header as { id: number }).id);
+    for (const w of waiters.splice(0)) w();
+  });
+  return {
+    seen,
+    reply: (id: number) =>
+      runtime.write(encodeRuntimeFrame({ t: 'reply', id, ok: true, durationMs: 0.1 }, 'null')),
+    /** Resolves once the runtime has seen `n` invokes. */
+    until: async (n: number) => {
+      while (seen.length < n) await new Promise<void>((r) => waiters.push(r));
+    },
+  };
+}
+
+const invoke = (ch: RuntimeChannel, id: string) =>
+  ch.call({ t: 'invoke', requestId: id, deadline: 0 }, Buffer.from('{}'), 5000);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test('RuntimeChannel: an invoke that comes mid-batch waits for the next reply', async () => {
+  const { host, runtime, close } = await pair();
+  try {
+    // Wide settings, so that only the replies decide here, not the clock.
+    const ch = new RuntimeChannel(host, 1, { windowMs: 60_000, maxHoldMs: 60_000 });
+    const rt = heldRuntime(runtime);
+    const a = invoke(ch, 'req_a');
+    const b = invoke(ch, 'req_b');
+    await rt.until(2);
+    rt.reply(1);
+    await a;
+    // A reply just came and req_b is in flight: req_c is held...
+    const c = invoke(ch, 'req_c');
+    await sleep(100);
+    assert.deepEqual(rt.seen, [1, 2]);
+    // ...until the runtime's next reply.
+    rt.reply(2);
+    await b;
+    await rt.until(3);
+    assert.deepEqual(rt.seen, [1, 2, 3]);
+    rt.reply(3);
+    await c;
+  } finally {
+    close();
+  }
+});
+
+test('RuntimeChannel: a held invoke leaves after maxHoldMs without a reply', async () => {
+  const { host, runtime, close } = await pair();
+  try {
+    const ch = new RuntimeChannel(host, 1, { windowMs: 60_000, maxHoldMs: 50 });
+    const rt = heldRuntime(runtime);
+    const a = invoke(ch, 'req_a');
+    void invoke(ch, 'req_b').catch(() => {});
+    await rt.until(2);
+    rt.reply(1);
+    await a;
+    const t0 = performance.now();
+    void invoke(ch, 'req_c').catch(() => {});
+    await rt.until(3);
+    const waited = performance.now() - t0;
+    assert.ok(waited >= 45 && waited < 2000, `held ${waited} ms`);
+  } finally {
+    close();
+  }
+});
+
+test('RuntimeChannel: nothing in flight, or no recent reply: an invoke goes at once', async () => {
+  const { host, runtime, close } = await pair();
+  try {
+    const ch = new RuntimeChannel(host, 1, { windowMs: 200, maxHoldMs: 60_000 });
+    const rt = heldRuntime(runtime);
+    const a = invoke(ch, 'req_a');
+    await rt.until(1);
+    rt.reply(1);
+    await a;
+    // A reply just came but nothing else is in flight.
+    void invoke(ch, 'req_b').catch(() => {});
+    await rt.until(2);
+    // req_b is in flight now, but the last reply is older than the window.
+    await sleep(300);
+    void invoke(ch, 'req_c').catch(() => {});
+    await rt.until(3);
+    assert.deepEqual(rt.seen, [1, 2, 3]);
+  } finally {
+    close();
+  }
+});
+
+test('RuntimeChannel: without coalescing every invoke goes at once', async () => {
+  const { host, runtime, close } = await pair();
+  try {
+    const ch = new RuntimeChannel(host, 1, null);
+    const rt = heldRuntime(runtime);
+    const a = invoke(ch, 'req_a');
+    void invoke(ch, 'req_b').catch(() => {});
+    await rt.until(2);
+    rt.reply(1);
+    await a;
+    void invoke(ch, 'req_c').catch(() => {});
+    await rt.until(3);
+    assert.deepEqual(rt.seen, [1, 2, 3]);
+  } finally {
+    close();
+  }
+});
