@@ -906,13 +906,12 @@ export class RuntimeChannel {
   /**
    * Whether the runtime is in the middle of a batch: invocations of its in flight (sent, not
    * this one, not held) and a reply from it within the coalescing window. An invoke sent then
-   * would reach a runtime that may just have gone idle and wake it for itself alone; under
-   * load every invocation then costs the guest a wake-up (about a third more guest CPU per
-   * invocation under TCG), the guest falls behind, and the host sends ever more single frames:
-   * a steady state with three quarters of the throughput and 1.5 times the overhead of the one
-   * where invocations travel in groups (bench:platform). Held until the next reply, the invokes
-   * leave together while the runtime is still awake writing its replies. A lone request, or
-   * one behind slow handlers only, is never held: no recent reply, or nothing in flight.
+   * may reach a runtime that has just gone idle and wake it for itself alone. Sent at once,
+   * under load, an instance could settle (by chance, for its life) in a steady state of single
+   * frames with three quarters of the throughput and 1.5 times the overhead of the one where
+   * invocations travel in groups (README, bench:platform). Held until the next reply, the
+   * invokes leave together while the runtime is still writing replies. A lone request, or one
+   * behind slow handlers only, is never held: nothing in flight, or no recent reply.
    */
   private midBatch(): boolean {
     const c = this.coalescing;
