@@ -656,6 +656,7 @@ describe('platform: one server, shared functions', () => {
       assert.ok(m.text.includes(name), `metrics have ${name}`);
     }
     assert.match(m.text, /isola_instance_starts_total\{kind="warm"\} \d+/);
+    assert.match(m.text, /isola_event_loop_delay_seconds\{quantile="0.99"\} [\d.e-]+/);
   });
 
   test('function deletion stops its instances; its name is free again', async () => {

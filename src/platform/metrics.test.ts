@@ -7,6 +7,7 @@ import {
   Histogram,
   Registry,
   SECONDS_BUCKETS,
+  eventLoopDelayGauge,
   observeGc,
 } from './metrics.js';
 
@@ -201,5 +202,31 @@ describe('observeGc', () => {
     churn();
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(minorCount(), seen);
+  });
+});
+
+describe('eventLoopDelayGauge', () => {
+  test('reports a stall of the event loop, then forgets it at the scrape', async () => {
+    const { gauge, stop } = eventLoopDelayGauge('t_loop_delay_seconds', 'test');
+    try {
+      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      await sleep(50);
+      const until = performance.now() + 80;
+      while (performance.now() < until) {
+        // the loop stands still
+      }
+      await sleep(50);
+      const max = (text: string) =>
+        Number(/t_loop_delay_seconds\{quantile="1"\} (\S+)/.exec(text)?.[1] ?? Number.NaN);
+      const first = gauge.render();
+      assert.match(first, /# TYPE t_loop_delay_seconds gauge/);
+      assert.match(first, /t_loop_delay_seconds\{quantile="0.5"\} /);
+      assert.ok(max(first) >= 0.06, first);
+      // The scrape reset it: a quiet loop since then reports far less.
+      await sleep(100);
+      assert.ok(max(gauge.render()) < 0.06, 'stall forgotten');
+    } finally {
+      stop();
+    }
   });
 });

@@ -2,7 +2,7 @@
 // (set or computed at scrape time) and histograms, each with labels. Label values are escaped;
 // metric names are fixed in code, never taken from input. Never label with secrets or keys.
 
-import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { constants, PerformanceObserver, monitorEventLoopDelay } from 'node:perf_hooks';
 
 type Labels = Record<string, string>;
 
@@ -167,4 +167,35 @@ export function observeGc(h: Histogram): () => void {
   });
   obs.observe({ entryTypes: ['gc'] });
   return () => obs.disconnect();
+}
+
+/** How often the event-loop delay monitor's timer is due. */
+const LOOP_DELAY_RESOLUTION_MS = 10;
+
+/**
+ * This process's event-loop delay: how much later than due a timer due every 10 ms fired, as
+ * a gauge by quantile (0.5, 0.99 and 1, the maximum) over the time since the last scrape. A
+ * request in flight waits out every stall of the loop, whatever it is waiting for (a stall in
+ * the store's COMMIT showed up as the guest being slow). Returns the gauge and its stop.
+ */
+export function eventLoopDelayGauge(
+  name: string,
+  help: string,
+): { gauge: Gauge; stop: () => void } {
+  const h = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+  h.enable();
+  // The histogram holds whole intervals between the timer's runs: the delay is what exceeds
+  // the resolution.
+  const late = (ns: number) => Math.max(0, ns / 1e9 - LOOP_DELAY_RESOLUTION_MS / 1000);
+  const gauge = new Gauge(name, help, () => {
+    if (h.count === 0) return [];
+    const out: Array<[Labels, number]> = [
+      [{ quantile: '0.5' }, late(h.percentile(50))],
+      [{ quantile: '0.99' }, late(h.percentile(99))],
+      [{ quantile: '1' }, late(h.max)],
+    ];
+    h.reset();
+    return out;
+  });
+  return { gauge, stop: () => h.disable() };
 }

@@ -27,7 +27,15 @@ import {
 import { Instance, type InvokeOutcome } from './instance.js';
 import { DUMMY_HASH, newKey, parseKey, secretMatches } from './keys.js';
 import { LogSink } from './logs.js';
-import { Counter, GC_BUCKETS, Gauge, Histogram, Registry, observeGc } from './metrics.js';
+import {
+  Counter,
+  GC_BUCKETS,
+  Gauge,
+  Histogram,
+  Registry,
+  eventLoopDelayGauge,
+  observeGc,
+} from './metrics.js';
 import { type GroupSpec, type Lease, Pool } from './pool.js';
 import { ReadCache, cachingStore } from './read-cache.js';
 import { DEFAULT_ALIAS, parseTarget, pickVersion } from './routing.js';
@@ -145,6 +153,10 @@ export class Platform {
       new Counter('isola_throttled_total', 'Requests refused with 429, by reason.'),
     ),
   };
+  private readonly loopDelay = eventLoopDelayGauge(
+    'isola_event_loop_delay_seconds',
+    "How late the server's event loop ran a timer due every 10 ms, by quantile since the last scrape.",
+  );
 
   /** Null when snapshots are off. */
   readonly snapshots: SnapshotManager | null;
@@ -158,6 +170,7 @@ export class Platform {
           )
         : null;
     this.stopGc = observeGc(this.m.gc);
+    this.metrics.add(this.loopDelay.gauge);
     this.box = SecretBox.load(opts.dataDir);
     this.logs = new LogSink(this.store);
     this.audit = new AuditLog(this.store);
@@ -935,6 +948,7 @@ export class Platform {
     await this.store.close();
     this.images?.close?.();
     this.stopGc();
+    this.loopDelay.stop();
   }
 
   get isDraining(): boolean {
