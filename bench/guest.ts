@@ -26,6 +26,42 @@ interface Probe {
   cpu: number[];
   ctxt: number;
   interrupts: string;
+  /** By process (script or name, pid) and thread name, summed over its threads of that name. */
+  switches: Record<string, { voluntary: number; involuntary: number; wchan?: string }>;
+  /** The runtime's own threads by thread id: name, CPU ticks (user + system), switches. */
+  threads: Record<string, { name: string; ticks: number; voluntary: number; involuntary: number }>;
+}
+
+/** The runtime's busiest threads: µs of CPU and context switches per invocation (top 4). */
+function runtimeThreads(a: Probe, b: Probe, n: number) {
+  const per = (x: number) => Math.round((x / n) * 100) / 100;
+  return Object.entries(b.threads)
+    .map(([tid, t]) => {
+      const before = a.threads[tid] ?? { ticks: 0, voluntary: 0, involuntary: 0 };
+      return {
+        thread: `${t.name}/${tid}`,
+        us: Math.round(((t.ticks - before.ticks) * TICK_US) / n),
+        voluntary: per(t.voluntary - before.voluntary),
+        involuntary: per(t.involuntary - before.involuntary),
+      };
+    })
+    .sort((x, y) => y.us + y.voluntary + y.involuntary - (x.us + x.voluntary + x.involuntary))
+    .slice(0, 4);
+}
+
+/** The threads that switched most per invocation between two probes (top 5). */
+function switchesByThread(a: Probe, b: Probe, n: number) {
+  return Object.entries(b.switches)
+    .map(([name, s]) => {
+      const before = a.switches[name] ?? { voluntary: 0, involuntary: 0 };
+      return {
+        thread: s.wchan ? `${name} (in ${s.wchan})` : name,
+        voluntary: Math.round(((s.voluntary - before.voluntary) / n) * 100) / 100,
+        involuntary: Math.round(((s.involuntary - before.involuntary) / n) * 100) / 100,
+      };
+    })
+    .sort((x, y) => y.voluntary + y.involuntary - (x.voluntary + x.involuntary))
+    .slice(0, 5);
 }
 
 /** Interrupts of the virtio devices (the ports' notifications) from /proc/interrupts. */
@@ -98,6 +134,8 @@ async function round(i: number) {
       // a wake-up of the runtime is two switches (to idle and back): below about one switch per
       // two invocations, frames arrive and leave in batches
       state: ctxtPerInvocation < 0.6 ? 'batches' : 'wake-ups',
+      switchesPerInvocation: switchesByThread(a, b, n),
+      runtimeThreadsPerInvocation: runtimeThreads(a, b, n),
       profile: prof,
     };
     process.stderr.write(
@@ -140,6 +178,20 @@ async function main(): Promise<void> {
       rounds.map((r) => r.rps),
       50,
     )}. "batches": the runtime wakes for several frames at a time; "wake-ups": about once per two invocations or more often.`,
+    '',
+    'Threads that switched most, per invocation (voluntary / involuntary; process[pid] thread name, over all guest processes):',
+    '',
+    ...rounds.map(
+      (r) =>
+        `- round ${r.round}: ${r.switchesPerInvocation.map((x) => `${x.thread} ${x.voluntary} / ${x.involuntary}`).join('; ')}`,
+    ),
+    '',
+    "The runtime's busiest threads, per invocation: µs of CPU, voluntary / involuntary context switches (name/thread id):",
+    '',
+    ...rounds.map(
+      (r) =>
+        `- round ${r.round}: ${r.runtimeThreadsPerInvocation.map((x) => `${x.thread} ${x.us} µs, ${x.voluntary} / ${x.involuntary}`).join('; ')}`,
+    ),
     '',
     'V8 CPU profile of the runtime under the same load, top self time (percent of samples, idle and native included):',
     '',

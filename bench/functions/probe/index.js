@@ -1,7 +1,7 @@
 // bench:guest's function: as trivial as bench/functions/noop for load, and on request a look
 // from inside the guest while that load runs:
-//   {"probe": true}      the guest's CPU counters (/proc/stat), interrupts and this process's
-//                        threads' CPU ticks;
+//   {"probe": true}      the guest's CPU counters (/proc/stat), interrupts, this process's
+//                        threads' CPU ticks and every guest thread's context switches;
 //   {"profile": MS}      a V8 CPU profile of this runtime (handler included) for MS ms: self
 //                        time by function, in percent of samples.
 import { readFileSync, readdirSync } from 'node:fs';
@@ -16,12 +16,54 @@ function probe() {
   for (const tid of readdirSync('/proc/self/task')) {
     const st = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    const status = readFileSync(`/proc/self/task/${tid}/status`, 'utf8');
     threads[tid] = {
       name: readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim(),
       ticks: Number(f[11]) + Number(f[12]),
+      voluntary: Number(/^voluntary_ctxt_switches:\s*(\d+)/m.exec(status)?.[1] ?? 0),
+      involuntary: Number(/^nonvoluntary_ctxt_switches:\s*(\d+)/m.exec(status)?.[1] ?? 0),
     };
   }
+  // Context switches of every thread in the guest (kernel threads included), by process (its
+  // name or script, and pid) and thread name: which ones switch per invocation.
+  const switches = {};
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let tids = [];
+    let proc = '?';
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      const script = argv.slice(1).find((a) => a.endsWith('.js'));
+      proc = script ? script.split('/').pop() : readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      try {
+        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+        const name = /^Name:\s*(.*)$/m.exec(status)?.[1] ?? '?';
+        const v = Number(/^voluntary_ctxt_switches:\s*(\d+)/m.exec(status)?.[1] ?? 0);
+        const nv = Number(/^nonvoluntary_ctxt_switches:\s*(\d+)/m.exec(status)?.[1] ?? 0);
+        // The agent's threads one by one, with the kernel function each sleeps in.
+        const agent = proc === 'main.js';
+        const key = `${proc}[${pid}] ${name}${agent ? `/${tid}` : ''}`;
+        const s = switches[key] ?? { voluntary: 0, involuntary: 0 };
+        s.voluntary += v;
+        s.involuntary += nv;
+        if (agent) {
+          try {
+            s.wchan = readFileSync(`/proc/${pid}/task/${tid}/wchan`, 'utf8').trim();
+          } catch {}
+        }
+        switches[key] = s;
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
   return {
+    switches,
     cpu: stat[0].trim().split(/\s+/).slice(1).map(Number),
     ctxt: Number(stat.find((l) => l.startsWith('ctxt ')).split(' ')[1]),
     interrupts: readFileSync('/proc/interrupts', 'utf8'),
