@@ -93,17 +93,27 @@ const invoke = (ch: RuntimeChannel, id: string) =>
   ch.call({ t: 'invoke', requestId: id, deadline: 0 }, Buffer.from('{}'), 5000);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Puts the channel mid-batch: req_a and req_b sent, the runtime's reply to req_a just in.
+ * Returns req_b's pending call (wrapped: an async function would wait for it).
+ */
+async function midBatch(ch: RuntimeChannel, rt: ReturnType<typeof heldRuntime>) {
+  const a = invoke(ch, 'req_a');
+  const b = invoke(ch, 'req_b');
+  b.catch(() => {});
+  await rt.until(2);
+  rt.reply(1);
+  await a;
+  return { b };
+}
+
 test('RuntimeChannel: an invoke that comes mid-batch waits for the next reply', async () => {
   const { host, runtime, close } = await pair();
   try {
     // Wide settings, so that only the replies decide here, not the clock.
     const ch = new RuntimeChannel(host, 1, { windowMs: 60_000, maxHoldMs: 60_000 });
     const rt = heldRuntime(runtime);
-    const a = invoke(ch, 'req_a');
-    const b = invoke(ch, 'req_b');
-    await rt.until(2);
-    rt.reply(1);
-    await a;
+    const { b } = await midBatch(ch, rt);
     // A reply just came and req_b is in flight: req_c is held...
     const c = invoke(ch, 'req_c');
     await sleep(100);
@@ -125,11 +135,7 @@ test('RuntimeChannel: a held invoke leaves after maxHoldMs without a reply', asy
   try {
     const ch = new RuntimeChannel(host, 1, { windowMs: 60_000, maxHoldMs: 50 });
     const rt = heldRuntime(runtime);
-    const a = invoke(ch, 'req_a');
-    void invoke(ch, 'req_b').catch(() => {});
-    await rt.until(2);
-    rt.reply(1);
-    await a;
+    await midBatch(ch, rt);
     const t0 = performance.now();
     void invoke(ch, 'req_c').catch(() => {});
     await rt.until(3);
@@ -167,11 +173,7 @@ test('RuntimeChannel: without coalescing every invoke goes at once', async () =>
   try {
     const ch = new RuntimeChannel(host, 1, null);
     const rt = heldRuntime(runtime);
-    const a = invoke(ch, 'req_a');
-    void invoke(ch, 'req_b').catch(() => {});
-    await rt.until(2);
-    rt.reply(1);
-    await a;
+    await midBatch(ch, rt);
     void invoke(ch, 'req_c').catch(() => {});
     await rt.until(3);
     assert.deepEqual(rt.seen, [1, 2, 3]);
