@@ -15,7 +15,7 @@ export interface RateLimits {
 
 export const RATE_LIMIT_DEFAULTS: RateLimits = {
   // A guard against a runaway client, not a quota: well above what one host serves (the warm
-  // invoke benchmark reaches about 6,000 requests/s at 32 connections on 2 cores under TCG; at
+  // invoke benchmark reaches 6,000-8,500 requests/s at 32 connections on 2 cores under TCG; at
   // 5,000/s it met this limit), so a burst of invocations or a benchmark never meets it. Lower
   // it on shared deployments.
   key: { ratePerS: 50_000, burst: 100_000 },

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { RequestIds, requestIdTime } from './request-id.js';
+import { RequestIds } from './request-id.js';
+
+/** The time (ms since the epoch) at the head of an id, or null for a string of another form. */
+function requestIdTime(id: string): number | null {
+  const m = /^req_([0-9a-f]{12})[0-9a-f]{8}$/.exec(id);
+  return m ? Number.parseInt(m[1]!, 16) : null;
+}
 
 describe('request ids', () => {
   test('req_ and 20 hex digits, carrying the time they were made', () => {

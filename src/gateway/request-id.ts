@@ -31,9 +31,3 @@ export class RequestIds {
     return `req_${this.ms.toString(16).padStart(12, '0')}${this.seq.toString(16).padStart(8, '0')}`;
   }
 }
-
-/** When an id made by RequestIds was made (ms since the epoch), or null for another string. */
-export function requestIdTime(id: string): number | null {
-  const m = /^req_([0-9a-f]{12})[0-9a-f]{8}$/.exec(id);
-  return m ? Number.parseInt(m[1]!, 16) : null;
-}

@@ -909,9 +909,10 @@ export class RuntimeChannel {
    * may reach a runtime that has just gone idle and wake it for itself alone. Sent at once,
    * under load, an instance could settle (by chance, for its life) in a steady state of single
    * frames with three quarters of the throughput and 1.5 times the overhead of the one where
-   * invocations travel in groups (README, bench:platform). Held until the next reply, the
-   * invokes leave together while the runtime is still writing replies. A lone request, or one
-   * behind slow handlers only, is never held: nothing in flight, or no recent reply.
+   * invocations travel in groups (README: the hold toggled at run time in three such servers).
+   * Held until the next reply, the invokes leave together while the runtime is still writing
+   * replies. A lone request, or one behind slow handlers only, is never held: nothing in
+   * flight, or no recent reply.
    */
   private midBatch(): boolean {
     const c = this.coalescing;

@@ -82,9 +82,22 @@ function heldRuntime(runtime: net.Socket) {
     seen,
     reply: (id: number) =>
       runtime.write(encodeRuntimeFrame({ t: 'reply', id, ok: true, durationMs: 0.1 }, 'null')),
-    /** Resolves once the runtime has seen `n` invokes. */
-    until: async (n: number) => {
-      while (seen.length < n) await new Promise<void>((r) => waiters.push(r));
+    /**
+     * Resolves once the runtime has seen `n` invokes; rejects if that takes longer than
+     * `withinMs` (an invoke held that should have gone at once must fail, not wait it out).
+     */
+    until: async (n: number, withinMs = 2000) => {
+      const deadline = performance.now() + withinMs;
+      while (seen.length < n) {
+        const left = deadline - performance.now();
+        if (left <= 0) throw new Error(`the runtime saw ${seen.length} invokes, not ${n}`);
+        let timer: NodeJS.Timeout | undefined;
+        await new Promise<void>((r) => {
+          waiters.push(r);
+          timer = setTimeout(r, left);
+        });
+        clearTimeout(timer);
+      }
     },
   };
 }

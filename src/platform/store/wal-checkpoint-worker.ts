@@ -1,5 +1,5 @@
 // The thread behind wal-checkpointer.ts: a connection of its own to the database file, which
-// runs a PASSIVE checkpoint each time it is asked and answers with SQLite's three counts. A
+// runs a PASSIVE checkpoint each time it is asked and answers with the log's length. A
 // checkpoint syncs the write-ahead log and the database file; here that waits on the disk
 // instead of the server's event loop.
 
@@ -7,9 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
 export type CheckpointRequest = { t: 'checkpoint' } | { t: 'close' };
-export type CheckpointReply =
-  | { t: 'done'; busy: boolean; walFrames: number; backfilled: number }
-  | { t: 'error'; message: string };
+export type CheckpointReply = { t: 'done'; walFrames: number } | { t: 'error'; message: string };
 
 const port = parentPort;
 if (!port) throw new Error('wal-checkpoint-worker runs as a worker thread');
@@ -25,17 +23,8 @@ port.on('message', (m: CheckpointRequest) => {
   }
   let reply: CheckpointReply;
   try {
-    const [r] = db.pragma('wal_checkpoint(PASSIVE)') as {
-      busy: number;
-      log: number;
-      checkpointed: number;
-    }[];
-    reply = {
-      t: 'done',
-      busy: r?.busy === 1,
-      walFrames: r?.log ?? 0,
-      backfilled: r?.checkpointed ?? 0,
-    };
+    const [r] = db.pragma('wal_checkpoint(PASSIVE)') as { log: number }[];
+    reply = { t: 'done', walFrames: r?.log ?? 0 };
   } catch (err) {
     reply = { t: 'error', message: err instanceof Error ? err.message : String(err) };
   }

@@ -35,9 +35,8 @@ export const DEFAULT_WAL_CHECKPOINTER: WalCheckpointerOptions = {
 };
 
 export interface CheckpointResult {
-  busy: boolean;
+  /** Frames (pages) in the log when the checkpoint ended. */
   walFrames: number;
-  backfilled: number;
 }
 
 export class WalCheckpointer {
