@@ -131,8 +131,9 @@ async function round(i: number) {
       virtioInterruptsPerInvocation:
         Math.round(((virtioInterrupts(b.interrupts) - virtioInterrupts(a.interrupts)) / n) * 100) /
         100,
-      // a wake-up of the runtime is two switches (to idle and back): below about one switch per
-      // two invocations, frames arrive and leave in batches
+      // the two steady states a clone settles in, told apart by the guest's context switches:
+      // about 0.45 per invocation in the fast one, 1.1-1.2 in the slow one, where the agent's
+      // port reader wakes per interrupt and preempts the runtime (the thread lines below)
       state: ctxtPerInvocation < 0.6 ? 'batches' : 'wake-ups',
       switchesPerInvocation: switchesByThread(a, b, n),
       runtimeThreadsPerInvocation: runtimeThreads(a, b, n),
@@ -177,7 +178,7 @@ async function main(): Promise<void> {
     `Median requests/s: ${percentile(
       rounds.map((r) => r.rps),
       50,
-    )}. "batches": the runtime wakes for several frames at a time; "wake-ups": about once per two invocations or more often.`,
+    )}. State: "batches" (the fast one) below 0.6 context switches per invocation, else "wake-ups" (the slow one: see which threads switch, below).`,
     '',
     'Threads that switched most, per invocation (voluntary / involuntary; process[pid] thread name, over all guest processes):',
     '',
